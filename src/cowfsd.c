@@ -1,0 +1,200 @@
+/* cowfsd — the cowfs daemon: opens a store (recovering it from its log) and
+ * serves it as a FUSE mount until unmounted; then checkpoints every branch,
+ * syncs, and exits.  Installed as mount.cowfs too, so that
+ * `mount -t cowfs STORE DIR -o OPTIONS` and fstab lines work.
+ *
+ *   cowfsd [-f] [-d] [-o OPTIONS] STORE MOUNTPOINT
+ *   mount.cowfs STORE MOUNTPOINT [-sfnv] [-o OPTIONS]
+ *
+ * Options of our own (everything else goes to the kernel through libfuse):
+ *   checkpoint=SECONDS   checkpoint interval (default 30)
+ *   timeout=SECONDS      kernel entry/attribute cache time (default 60)
+ *   writeback / nowriteback   kernel write-back caching (default on)
+ *   debug                like -d: foreground, every request logged
+ * allow_other and default_permissions are always on: the store records owners
+ * and modes, and the kernel enforces them for every user.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "fuse_ops.h"
+#include "util.h"
+
+static void usage(FILE *f, const char *prog)
+{
+	fprintf(f,
+		"usage: %s [-f] [-d] [-o OPTIONS] STORE MOUNTPOINT\n"
+		"Serve the cowfs store STORE at MOUNTPOINT; each branch is a directory.\n"
+		"  -f            stay in the foreground (messages to stderr)\n"
+		"  -d            foreground and log every FUSE request\n"
+		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
+		"                writeback, nowriteback, and kernel mount options (ro, noatime, ...)\n"
+		"See cowfsd(8).\n",
+		prog);
+}
+
+/* Options that mount(8) or fstab carry but that mean nothing to a FUSE mount. */
+static bool ignored_option(const char *o)
+{
+	static const char *const names[] = { "defaults", "auto", "noauto", "user", "users", "nouser",
+					      "_netdev", "nofail", "owner", "group", "rw" };
+	for (size_t i = 0; i < COW_ARRAY_SIZE(names); i++)
+		if (strcmp(o, names[i]) == 0)
+			return true;
+	return strncmp(o, "x-", 2) == 0 || strncmp(o, "comment=", 8) == 0;
+}
+
+struct opts {
+	unsigned checkpoint;
+	double timeout;
+	bool writeback, foreground, debug;
+	char fuse_opts[2048];
+};
+
+static int parse_o(struct opts *o, char *list)
+{
+	for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *end;
+		if (strncmp(tok, "checkpoint=", 11) == 0) {
+			unsigned long v = strtoul(tok + 11, &end, 10);
+			if (*end || v == 0 || v > 86400) {
+				cow_err("checkpoint=%s: give a number of seconds from 1 to 86400", tok + 11);
+				return -EINVAL;
+			}
+			o->checkpoint = (unsigned)v;
+		} else if (strncmp(tok, "timeout=", 8) == 0) {
+			double v = strtod(tok + 8, &end);
+			if (*end || v < 0 || v > 86400) {
+				cow_err("timeout=%s: give a number of seconds from 0 to 86400", tok + 8);
+				return -EINVAL;
+			}
+			o->timeout = v;
+		} else if (strcmp(tok, "writeback") == 0) {
+			o->writeback = true;
+		} else if (strcmp(tok, "nowriteback") == 0) {
+			o->writeback = false;
+		} else if (strcmp(tok, "debug") == 0) {
+			o->debug = o->foreground = true;
+		} else if (strcmp(tok, "allow_other") == 0 || strcmp(tok, "default_permissions") == 0 ||
+			   ignored_option(tok)) {
+			continue;
+		} else {
+			size_t l = strlen(o->fuse_opts);
+			if (l + strlen(tok) + 2 >= sizeof o->fuse_opts)
+				return -E2BIG;
+			snprintf(o->fuse_opts + l, sizeof o->fuse_opts - l, ",%s", tok);
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *prog = basename(argv[0]);
+	cow_msg_set_prefix(prog);
+	struct opts o = { .checkpoint = 30, .timeout = 60.0, .writeback = true };
+	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
+	int c;
+	while ((c = getopt_long(argc, argv, "fdsnvho:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f': o.foreground = true; break;
+		case 'd': o.debug = o.foreground = true; break;
+		case 's': case 'n': case 'v': break; /* mount(8) helper flags: nothing to do */
+		case 'o':
+			if (parse_o(&o, optarg) < 0)
+				return 1;
+			break;
+		case 'h': usage(stdout, prog); return 0;
+		default: usage(stderr, prog); return 1;
+		}
+	}
+	if (argc - optind != 2) {
+		usage(stderr, prog);
+		return 1;
+	}
+	char store[PATH_MAX], mnt[PATH_MAX];
+	if (!realpath(argv[optind], store)) {
+		cow_err("store %s: %s", argv[optind], strerror(errno));
+		return 1;
+	}
+	struct stat st;
+	if (!realpath(argv[optind + 1], mnt) || stat(mnt, &st) < 0) {
+		cow_err("mountpoint %s: %s", argv[optind + 1], strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		cow_err("mountpoint %s: not a directory", mnt);
+		return 1;
+	}
+
+	struct cow_fuse ctx = { .timeout = o.timeout, .writeback_cache = o.writeback };
+	clock_gettime(CLOCK_REALTIME, &ctx.mounted);
+	int r = cow_fs_open(store, &ctx.fs);
+	if (r < 0) {
+		cow_err("cannot open store %s: %s", store, strerror(-r));
+		return 1;
+	}
+
+	char fsname[PATH_MAX + sizeof o.fuse_opts + 128];
+	snprintf(fsname, sizeof fsname, "-osubtype=cowfs,fsname=%s,allow_other,default_permissions%s", store,
+		 o.fuse_opts);
+	char *fargv[] = { argv[0], fsname, o.debug ? "-d" : NULL, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 3 : 2, fargv);
+	struct fuse_session *se = fuse_session_new(&args, &cow_fuse_ops, sizeof cow_fuse_ops, &ctx);
+	if (!se) {
+		cow_err("cannot start a FUSE session (bad mount options?)");
+		cow_fs_close(ctx.fs);
+		return 1;
+	}
+	if (fuse_set_signal_handlers(se) < 0 || fuse_session_mount(se, mnt) < 0) {
+		cow_err("cannot mount %s at %s", store, mnt);
+		fuse_session_destroy(se);
+		cow_fs_close(ctx.fs);
+		return 1;
+	}
+	if (!o.foreground) {
+		char logpath[PATH_MAX + 16];
+		snprintf(logpath, sizeof logpath, "%s/cowfsd.log", store);
+		FILE *logf = fopen(logpath, "a");
+		if (fuse_daemonize(0) < 0) {
+			cow_err("cannot detach from the terminal");
+			fuse_session_unmount(se);
+			fuse_session_destroy(se);
+			cow_fs_close(ctx.fs);
+			return 1;
+		}
+		if (logf)
+			cow_msg_set_file(logf);
+		cow_fs_note_pid(ctx.fs);
+	}
+	cow_info("serving %s at %s", store, mnt);
+	r = cow_fs_start_checkpointer(ctx.fs, o.checkpoint);
+	if (r < 0)
+		cow_err("cannot start the checkpointer: %s", strerror(-r));
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	/* Keep idle workers: creating a thread per request costs more than the request. */
+	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	fuse_loop_cfg_set_max_threads(cfg, 32);
+	int loop = r < 0 ? r : fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	fuse_session_destroy(se);
+	r = cow_fs_close(ctx.fs);
+	if (r < 0)
+		cow_err("final checkpoint failed: %s (the log still holds every synced change)", strerror(-r));
+	else
+		cow_info("unmounted %s; store checkpointed", mnt);
+	return loop != 0 || r < 0;
+}

@@ -1,0 +1,287 @@
+#include "fs.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "branch.h"
+#include "ref.h"
+#include "store.h"
+#include "util.h"
+
+/* Checkpoint a dirty branch at least this often in log bytes, to bound replay. */
+#define CHECKPOINT_LOG_BYTES (256ull << 20)
+
+struct slot {
+	struct cow_branch *branch;
+	struct cow_ref ref;       /* protected by ckpt_lock */
+};
+
+struct cow_fs {
+	struct cow_store *store;
+	pthread_mutex_t lock;     /* protects nslots and slot assignment */
+	pthread_mutex_t ckpt_lock; /* serialises checkpoints and ref writes; taken before a branch lock */
+	unsigned nslots;
+	struct slot slots[COW_FS_MAX_BRANCHES];
+	pthread_t ckpt_thread;
+	bool ckpt_running, ckpt_stop;
+	pthread_cond_t ckpt_cond;
+	unsigned ckpt_interval;
+	uint64_t last_ckpt_end;
+};
+
+int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
+{
+	int r = cow_store_create(path);
+	if (r < 0)
+		return r;
+	struct cow_store *s;
+	if ((r = cow_store_open(path, &s)) < 0)
+		return r;
+	struct cow_branch *b = NULL;
+	struct cow_ref ref = { .name = "main", .id = 1, .created = time(NULL), .owner = uid };
+	r = cow_branch_open(s, ref.id, &cow_hash_zero, cow_store_log_end(s), &b);
+	if (r == 0)
+		r = cow_branch_init_root(b, 0700, uid, gid);
+	if (r == 0)
+		r = cow_branch_checkpoint(b, &ref.root, &ref.log_pos);
+	if (r == 0)
+		r = cow_ref_write(path, &ref);
+	cow_branch_free(b);
+	cow_store_close(s);
+	return r;
+}
+
+int cow_fs_open(const char *path, struct cow_fs **ret)
+{
+	struct cow_fs *fs = calloc(1, sizeof *fs);
+	if (!fs)
+		return -ENOMEM;
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->ckpt_lock, NULL);
+	pthread_cond_init(&fs->ckpt_cond, NULL);
+	fs->nslots = 1;
+	char **names = NULL;
+	size_t n = 0;
+	int r = cow_store_open(path, &fs->store);
+	if (r < 0)
+		goto fail;
+	if ((r = cow_ref_list(path, &names, &n)) < 0)
+		goto fail;
+	if (n == 0) {
+		cow_err("%s: the store has no branches (refs/branches/ is empty)", path);
+		r = -EBADMSG;
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct slot *sl = &fs->slots[fs->nslots];
+		if (fs->nslots >= COW_FS_MAX_BRANCHES) {
+			r = -ENOSPC;
+			goto fail;
+		}
+		if ((r = cow_ref_read(path, names[i], &sl->ref)) < 0)
+			goto fail;
+		r = cow_branch_open(fs->store, sl->ref.id, &sl->ref.root, sl->ref.log_pos, &sl->branch);
+		if (r < 0) {
+			cow_err("%s: branch %s cannot be loaded: %s", path, names[i], strerror(-r));
+			goto fail;
+		}
+		fs->nslots++;
+	}
+	cow_ref_names_free(names, n);
+	fs->last_ckpt_end = cow_store_log_end(fs->store);
+	*ret = fs;
+	return 0;
+fail:
+	cow_ref_names_free(names, n);
+	for (unsigned i = 1; i < fs->nslots; i++)
+		cow_branch_free(fs->slots[i].branch);
+	cow_store_close(fs->store);
+	free(fs);
+	return r;
+}
+
+static int checkpoint_slot(struct cow_fs *fs, struct slot *sl)
+{
+	struct cow_ref ref = sl->ref;
+	int r = cow_branch_checkpoint(sl->branch, &ref.root, &ref.log_pos);
+	if (r == 0 && (!cow_hash_eq(&ref.root, &sl->ref.root) || ref.log_pos != sl->ref.log_pos)) {
+		r = cow_ref_write(cow_store_path(fs->store), &ref);
+		if (r == 0)
+			sl->ref = ref;
+	}
+	if (r < 0)
+		cow_err("checkpoint of branch %s failed: %s", sl->ref.name, strerror(-r));
+	return r;
+}
+
+int cow_fs_checkpoint(struct cow_fs *fs)
+{
+	int r = 0;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	pthread_mutex_lock(&fs->lock);
+	unsigned n = fs->nslots;
+	pthread_mutex_unlock(&fs->lock);
+	uint64_t end = cow_store_log_end(fs->store);
+	for (unsigned i = 1; i < n; i++) {
+		struct slot *sl = &fs->slots[i];
+		if (sl->branch && cow_branch_dirty(sl->branch)) {
+			int q = checkpoint_slot(fs, sl);
+			if (q < 0 && r == 0)
+				r = q;
+		}
+	}
+	if (r == 0)
+		fs->last_ckpt_end = end;
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+static uint64_t log_distance(uint64_t from, uint64_t to)
+{
+	/* positions are segment:offset; count whole segments as full */
+	uint64_t segs = (to >> 32) - (from >> 32);
+	return segs * (256ull << 20) + (uint32_t)to - (uint32_t)from;
+}
+
+static void *checkpointer(void *arg)
+{
+	struct cow_fs *fs = arg;
+	time_t last = time(NULL);
+	pthread_mutex_lock(&fs->lock);
+	while (!fs->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
+		if (fs->ckpt_stop)
+			break;
+		time_t t = time(NULL);
+		bool due = t - last >= (time_t)fs->ckpt_interval ||
+			   log_distance(fs->last_ckpt_end, cow_store_log_end(fs->store)) >= CHECKPOINT_LOG_BYTES;
+		if (!due)
+			continue;
+		pthread_mutex_unlock(&fs->lock);
+		cow_fs_checkpoint(fs);
+		last = time(NULL);
+		pthread_mutex_lock(&fs->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+int cow_fs_start_checkpointer(struct cow_fs *fs, unsigned interval_sec)
+{
+	fs->ckpt_interval = interval_sec ? interval_sec : 30;
+	int r = pthread_create(&fs->ckpt_thread, NULL, checkpointer, fs);
+	if (r)
+		return -r;
+	fs->ckpt_running = true;
+	return 0;
+}
+
+int cow_fs_note_pid(struct cow_fs *fs) { return cow_store_note_pid(fs->store); }
+
+int cow_fs_close(struct cow_fs *fs)
+{
+	if (!fs)
+		return 0;
+	if (fs->ckpt_running) {
+		pthread_mutex_lock(&fs->lock);
+		fs->ckpt_stop = true;
+		pthread_cond_broadcast(&fs->ckpt_cond);
+		pthread_mutex_unlock(&fs->lock);
+		pthread_join(fs->ckpt_thread, NULL);
+	}
+	int r = cow_fs_checkpoint(fs);
+	if (r == 0)
+		r = cow_store_sync(fs->store);
+	for (unsigned i = 1; i < fs->nslots; i++)
+		cow_branch_free(fs->slots[i].branch);
+	cow_store_close(fs->store);
+	free(fs);
+	return r;
+}
+
+int cow_fs_sync(struct cow_fs *fs) { return cow_store_sync(fs->store); }
+
+struct cow_branch *cow_fs_branch(struct cow_fs *fs, unsigned slot)
+{
+	if (slot == 0 || slot >= COW_FS_MAX_BRANCHES)
+		return NULL;
+	pthread_mutex_lock(&fs->lock);
+	struct cow_branch *b = slot < fs->nslots ? fs->slots[slot].branch : NULL;
+	pthread_mutex_unlock(&fs->lock);
+	return b;
+}
+
+const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot)
+{
+	return cow_fs_branch(fs, slot) ? fs->slots[slot].ref.name : NULL;
+}
+
+unsigned cow_fs_slot_limit(struct cow_fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	unsigned n = fs->nslots;
+	pthread_mutex_unlock(&fs->lock);
+	return n;
+}
+
+int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot)
+{
+	pthread_mutex_lock(&fs->lock);
+	int r = -ENOENT;
+	for (unsigned i = 1; i < fs->nslots; i++)
+		if (fs->slots[i].branch && strcmp(fs->slots[i].ref.name, name) == 0) {
+			*ret_slot = i;
+			r = 0;
+			break;
+		}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+int cow_fs_statfs(struct cow_fs *fs, struct statvfs *ret)
+{
+	struct statvfs host;
+	if (statvfs(cow_store_path(fs->store), &host) < 0)
+		return -errno;
+	uint64_t bs = 8192;
+	memset(ret, 0, sizeof *ret);
+	ret->f_bsize = ret->f_frsize = bs;
+	ret->f_blocks = (uint64_t)host.f_blocks * host.f_frsize / bs;
+	ret->f_bfree = (uint64_t)host.f_bfree * host.f_frsize / bs;
+	ret->f_bavail = (uint64_t)host.f_bavail * host.f_frsize / bs;
+	ret->f_files = host.f_files;
+	ret->f_ffree = ret->f_favail = host.f_ffree;
+	ret->f_namemax = 255;
+	return 0;
+}
+
+void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret)
+{
+	struct cow_store_stats ss;
+	cow_store_get_stats(fs->store, &ss);
+	memset(ret, 0, sizeof *ret);
+	ret->store_bytes = ss.log_bytes;
+	ret->objects = ss.objects;
+	ret->object_bytes = ss.object_bytes;
+	ret->dedup_hits = ss.dedup_hits;
+	ret->zero_puts = ss.zero_puts;
+	ret->log_syncs = ss.log_syncs;
+	ret->log_sync_waits = ss.log_sync_waits;
+	ret->index_bytes = ss.index_bytes;
+	unsigned n = cow_fs_slot_limit(fs);
+	for (unsigned i = 1; i < n; i++)
+		if (fs->slots[i].branch) {
+			ret->branches++;
+			ret->branch_bytes += cow_branch_mem(fs->slots[i].branch);
+		}
+}
+
+const char *cow_fs_path(struct cow_fs *fs) { return cow_store_path(fs->store); }

@@ -1,0 +1,52 @@
+/* fs — a store opened for use: the store, its branches (each loaded from its
+ * ref and replayed from the log), and the checkpointer that folds live
+ * branch state into roots and advances the refs.
+ *
+ * Calling sequence:
+ *   cow_fs_init(path, uid, gid)       once: a store whose branch "main" is an
+ *                                     empty directory owned by uid:gid
+ *   cow_fs_open(path, &fs)            lock the store, recover every branch
+ *   cow_fs_start_checkpointer(fs, s)  optional: checkpoint every S seconds
+ *   ... cow_fs_branch(fs, slot) from any thread ...
+ *   cow_fs_close(fs)                  stop the checkpointer, checkpoint all,
+ *                                     sync, write refs, unlock
+ *
+ * Branch slots are small integers stable for the life of the cow_fs (the
+ * FUSE layer encodes them into node ids); slot 0 is never used.
+ */
+#ifndef COW_FS_H
+#define COW_FS_H
+#include <stdint.h>
+#include <sys/statvfs.h>
+
+struct cow_fs;
+struct cow_branch;
+struct cow_store;
+
+#define COW_FS_MAX_BRANCHES 4096
+
+struct cow_fs_stats {
+	uint64_t store_bytes;       /* segment files on disk */
+	uint64_t objects, object_bytes, dedup_hits, zero_puts;
+	uint64_t log_syncs, log_sync_waits;
+	uint64_t index_bytes, branch_bytes; /* memory */
+	unsigned branches;
+};
+
+int cow_fs_init(const char *path, uint32_t uid, uint32_t gid);
+int cow_fs_open(const char *path, struct cow_fs **ret);
+/* 0, or the error of the final checkpoint. */
+int cow_fs_close(struct cow_fs *fs);
+int cow_fs_note_pid(struct cow_fs *fs);
+int cow_fs_start_checkpointer(struct cow_fs *fs, unsigned interval_sec);
+int cow_fs_checkpoint(struct cow_fs *fs);
+int cow_fs_sync(struct cow_fs *fs);
+/* The branch in SLOT, or NULL. */
+struct cow_branch *cow_fs_branch(struct cow_fs *fs, unsigned slot);
+const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot);
+unsigned cow_fs_slot_limit(struct cow_fs *fs);
+int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot);
+int cow_fs_statfs(struct cow_fs *fs, struct statvfs *ret);
+void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret);
+const char *cow_fs_path(struct cow_fs *fs);
+#endif

@@ -1,0 +1,511 @@
+#include "fuse_ops.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "branch.h"
+#include "fs.h"
+#include "util.h"
+
+#define SLOT_SHIFT 48
+#define INO_MASK ((1ull << SLOT_SHIFT) - 1)
+
+static struct cow_fuse *ctx_of(fuse_req_t req) { return fuse_req_userdata(req); }
+static fuse_ino_t node_of(unsigned slot, uint64_t ino) { return (fuse_ino_t)slot << SLOT_SHIFT | ino; }
+static uint64_t ino_of(fuse_ino_t node) { return node & INO_MASK; }
+
+/* The branch a node belongs to, or NULL for the mount root and stale ids. */
+static struct cow_branch *branch_of(fuse_req_t req, fuse_ino_t node, unsigned *ret_slot)
+{
+	unsigned slot = (unsigned)(node >> SLOT_SHIFT);
+	if (ret_slot)
+		*ret_slot = slot;
+	return node == FUSE_ROOT_ID ? NULL : cow_fs_branch(ctx_of(req)->fs, slot);
+}
+
+static void to_stat(unsigned slot, const struct cow_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof *st);
+	st->st_ino = node_of(slot, a->ino);
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_blksize = 8192;
+	st->st_rdev = (dev_t)a->rdev;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+static void root_stat(struct cow_fuse *c, struct stat *st)
+{
+	memset(st, 0, sizeof *st);
+	st->st_ino = FUSE_ROOT_ID;
+	st->st_mode = S_IFDIR | 0755;
+	st->st_nlink = 2 + cow_fs_slot_limit(c->fs) - 1;
+	st->st_blksize = 8192;
+	st->st_atim = st->st_mtim = st->st_ctim = c->mounted;
+}
+
+static void reply_entry(fuse_req_t req, unsigned slot, const struct cow_attr *a)
+{
+	struct fuse_entry_param e = { 0 };
+	e.ino = node_of(slot, a->ino);
+	e.generation = 1;
+	e.attr_timeout = e.entry_timeout = ctx_of(req)->timeout;
+	to_stat(slot, a, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_result(fuse_req_t req, int r) { fuse_reply_err(req, r < 0 ? -r : 0); }
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct cow_fuse *c = userdata;
+	if (c->writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* Data changes only through this mount, so cached pages stay valid. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	conn->max_write = 1 << 20;
+	if (conn->capable & FUSE_CAP_SPLICE_READ)
+		conn->want &= ~FUSE_CAP_SPLICE_READ;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct cow_fuse *c = ctx_of(req);
+	struct cow_attr a;
+	unsigned slot;
+	int r;
+	if (parent == FUSE_ROOT_ID) {
+		struct cow_branch *b;
+		r = cow_fs_branch_find(c->fs, name, &slot);
+		if (r == 0 && !(b = cow_fs_branch(c->fs, slot)))
+			r = -ENOENT;
+		if (r == 0)
+			r = cow_branch_ref(b, COW_ROOT_INO, &a);
+		if (r < 0)
+			return reply_result(req, r);
+		return reply_entry(req, slot, &a);
+	}
+	struct cow_branch *b = branch_of(req, parent, &slot);
+	if (!b)
+		return reply_result(req, -ESTALE);
+	r = cow_branch_lookup(b, ino_of(parent), name, &a);
+	if (r == -ENOENT) {
+		/* A negative entry the kernel may cache: names appear only through us. */
+		struct fuse_entry_param e = { .ino = 0, .entry_timeout = c->timeout };
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (r < 0)
+		return reply_result(req, r);
+	reply_entry(req, slot, &a);
+}
+
+static void forget_one(fuse_req_t req, fuse_ino_t node, uint64_t n)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	if (b)
+		cow_branch_forget(b, ino_of(node), n);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t node, uint64_t nlookup)
+{
+	forget_one(req, node, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		forget_one(req, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
+{
+	struct cow_fuse *c = ctx_of(req);
+	struct stat st;
+	if (node == FUSE_ROOT_ID) {
+		root_stat(c, &st);
+		fuse_reply_attr(req, &st, 1.0);
+		return;
+	}
+	unsigned slot;
+	struct cow_branch *b = branch_of(req, node, &slot);
+	struct cow_attr a;
+	int r = b ? cow_branch_getattr(b, ino_of(node), &a) : -ESTALE;
+	if (r < 0)
+		return reply_result(req, r);
+	to_stat(slot, &a, &st);
+	fuse_reply_attr(req, &st, c->timeout);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	unsigned slot;
+	struct cow_branch *b = branch_of(req, node, &slot);
+	if (!b)
+		return reply_result(req, node == FUSE_ROOT_ID ? -EPERM : -ESTALE);
+	struct cow_attr in = {
+		.mode = attr->st_mode, .uid = attr->st_uid, .gid = attr->st_gid, .size = (uint64_t)attr->st_size,
+		.atime = attr->st_atim, .mtime = attr->st_mtim, .ctime = attr->st_ctim,
+	};
+	unsigned set = 0;
+	if (to_set & FUSE_SET_ATTR_MODE) set |= COW_SET_MODE;
+	if (to_set & FUSE_SET_ATTR_UID) set |= COW_SET_UID;
+	if (to_set & FUSE_SET_ATTR_GID) set |= COW_SET_GID;
+	if (to_set & FUSE_SET_ATTR_SIZE) set |= COW_SET_SIZE;
+	if (to_set & FUSE_SET_ATTR_ATIME) set |= COW_SET_ATIME;
+	if (to_set & FUSE_SET_ATTR_MTIME) set |= COW_SET_MTIME;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) set |= COW_SET_ATIME_NOW;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) set |= COW_SET_MTIME_NOW;
+	if (to_set & FUSE_SET_ATTR_CTIME) set |= COW_SET_CTIME;
+	struct cow_attr a;
+	int r = cow_branch_setattr(b, ino_of(node), &in, set, &a);
+	if (r < 0)
+		return reply_result(req, r);
+	struct stat st;
+	to_stat(slot, &a, &st);
+	fuse_reply_attr(req, &st, ctx_of(req)->timeout);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t node)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	char *target = NULL;
+	int r = b ? cow_branch_readlink(b, ino_of(node), &target) : -EINVAL;
+	if (r < 0)
+		return reply_result(req, r);
+	fuse_reply_readlink(req, target);
+	free(target);
+}
+
+/* The branch of PARENT for an operation that creates or removes names. */
+static struct cow_branch *dir_branch(fuse_req_t req, fuse_ino_t parent, unsigned *slot, int *err)
+{
+	struct cow_branch *b = branch_of(req, parent, slot);
+	/* Branches are made with 'cowfs branch', not mkdir in the mount root. */
+	*err = b ? 0 : parent == FUSE_ROOT_ID ? -EPERM : -ESTALE;
+	return b;
+}
+
+static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	unsigned slot;
+	int r;
+	struct cow_branch *b = dir_branch(req, parent, &slot, &r);
+	if (!b)
+		return reply_result(req, r);
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	struct cow_attr a;
+	r = cow_branch_mknod(b, ino_of(parent), name, mode, rdev, fc->uid, fc->gid, &a);
+	if (r < 0)
+		return reply_result(req, r);
+	reply_entry(req, slot, &a);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	do_mknod(req, parent, name, mode, rdev);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	do_mknod(req, parent, name, S_IFDIR | (mode & 07777), 0);
+}
+
+static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	unsigned slot;
+	int r;
+	struct cow_branch *b = dir_branch(req, parent, &slot, &r);
+	if (!b)
+		return reply_result(req, r);
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	struct cow_attr a;
+	r = cow_branch_symlink(b, ino_of(parent), name, target, fc->uid, fc->gid, &a);
+	if (r < 0)
+		return reply_result(req, r);
+	reply_entry(req, slot, &a);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int r;
+	struct cow_branch *b = dir_branch(req, parent, NULL, &r);
+	reply_result(req, b ? cow_branch_unlink(b, ino_of(parent), name) : r);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int r;
+	struct cow_branch *b = dir_branch(req, parent, NULL, &r);
+	reply_result(req, b ? cow_branch_rmdir(b, ino_of(parent), name) : r);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	int r;
+	unsigned s1, s2;
+	struct cow_branch *b = dir_branch(req, parent, &s1, &r);
+	if (!b)
+		return reply_result(req, r);
+	if (!dir_branch(req, newparent, &s2, &r))
+		return reply_result(req, r);
+	if (s1 != s2)
+		return reply_result(req, -EXDEV);
+	reply_result(req, cow_branch_rename(b, ino_of(parent), name, ino_of(newparent), newname, flags));
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const char *newname)
+{
+	int r;
+	unsigned s1, s2;
+	struct cow_branch *b = dir_branch(req, newparent, &s2, &r);
+	if (!b)
+		return reply_result(req, r);
+	if (!branch_of(req, node, &s1) || s1 != s2)
+		return reply_result(req, -EXDEV);
+	struct cow_attr a;
+	r = cow_branch_link(b, ino_of(node), ino_of(newparent), newname, &a);
+	if (r < 0)
+		return reply_result(req, r);
+	reply_entry(req, s2, &a);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	int r = b ? cow_branch_open_file(b, ino_of(node), fi->flags) : -ESTALE;
+	if (r < 0)
+		return reply_result(req, r);
+	/* Data changes only through this mount: the kernel may keep its pages. */
+	fi->keep_cache = 1;
+	/* close(2) needs no round trip: flush promises nothing we must do. */
+	fi->noflush = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	unsigned slot;
+	int r;
+	struct cow_branch *b = dir_branch(req, parent, &slot, &r);
+	if (!b)
+		return reply_result(req, r);
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	struct cow_attr a;
+	r = cow_branch_mknod(b, ino_of(parent), name, S_IFREG | (mode & 07777), 0, fc->uid, fc->gid, &a);
+	if (r < 0)
+		return reply_result(req, r);
+	struct fuse_entry_param e = { 0 };
+	e.ino = node_of(slot, a.ino);
+	e.generation = 1;
+	e.attr_timeout = e.entry_timeout = ctx_of(req)->timeout;
+	to_stat(slot, &a, &e.attr);
+	fi->keep_cache = 1;
+	fuse_reply_create(req, &e, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	if (!b)
+		return reply_result(req, -ESTALE);
+	char *buf = malloc(size ? size : 1);
+	if (!buf)
+		return reply_result(req, -ENOMEM);
+	ssize_t n = cow_branch_read(b, ino_of(node), off, size, buf);
+	if (n < 0)
+		reply_result(req, (int)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	if (!b)
+		return reply_result(req, -ESTALE);
+	ssize_t n = cow_branch_write(b, ino_of(node), off, size, buf);
+	if (n < 0)
+		return reply_result(req, (int)n);
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
+{
+	/* close(2) promises nothing about durability; fsync does. */
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi) { fuse_reply_err(req, 0); }
+
+static void op_fsync(fuse_req_t req, fuse_ino_t node, int datasync, struct fuse_file_info *fi)
+{
+	/* One log holds every branch's data and metadata: syncing it (group
+	 * commit) makes everything written before this call durable. */
+	reply_result(req, cow_fs_sync(ctx_of(req)->fs));
+}
+
+struct dir_handle {
+	struct cow_dirent *e;
+	size_t n;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
+{
+	struct cow_fuse *c = ctx_of(req);
+	struct dir_handle *h = calloc(1, sizeof *h);
+	if (!h)
+		return reply_result(req, -ENOMEM);
+	int r = 0;
+	if (node == FUSE_ROOT_ID) {
+		unsigned lim = cow_fs_slot_limit(c->fs);
+		h->e = calloc(lim + 2, sizeof *h->e);
+		if (!h->e)
+			r = -ENOMEM;
+		for (unsigned s = 0; r == 0 && s < lim + 1; s++) {
+			const char *name = s == 0 ? "." : s == 1 ? ".." : cow_fs_branch_name(c->fs, s - 1);
+			if (!name)
+				continue;
+			fuse_ino_t ino = s < 2 ? FUSE_ROOT_ID : node_of(s - 1, COW_ROOT_INO);
+			h->e[h->n] = (struct cow_dirent){ ino, DT_DIR, strdup(name) };
+			if (!h->e[h->n++].name)
+				r = -ENOMEM;
+		}
+	} else {
+		unsigned slot;
+		struct cow_branch *b = branch_of(req, node, &slot);
+		r = b ? cow_branch_readdir(b, ino_of(node), &h->e, &h->n) : -ESTALE;
+		for (size_t i = 0; r == 0 && i < h->n; i++)
+			h->e[i].ino = (i == 1 && ino_of(node) == COW_ROOT_INO) ? FUSE_ROOT_ID : node_of(slot, h->e[i].ino);
+	}
+	if (r < 0) {
+		cow_dirents_free(h->e, h->n);
+		free(h);
+		return reply_result(req, r);
+	}
+	fi->fh = (uintptr_t)h;
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t node, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	if (!buf)
+		return reply_result(req, -ENOMEM);
+	size_t used = 0;
+	for (size_t i = (size_t)off; i < h->n; i++) {
+		struct stat st = { .st_ino = h->e[i].ino, .st_mode = (mode_t)DTTOIF(h->e[i].type) };
+		size_t need = fuse_add_direntry(req, buf + used, size - used, h->e[i].name, &st, (off_t)(i + 1));
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
+{
+	struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
+	cow_dirents_free(h->e, h->n);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t node, int datasync, struct fuse_file_info *fi)
+{
+	reply_result(req, cow_fs_sync(ctx_of(req)->fs));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t node)
+{
+	struct statvfs sv;
+	int r = cow_fs_statfs(ctx_of(req)->fs, &sv);
+	if (r < 0)
+		return reply_result(req, r);
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t node, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	reply_result(req, b ? cow_branch_fallocate(b, ino_of(node), mode, off, len) : -ESTALE);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t node, off_t off, int whence, struct fuse_file_info *fi)
+{
+	struct cow_branch *b = branch_of(req, node, NULL);
+	off_t res = 0;
+	int r = b ? cow_branch_lseek(b, ino_of(node), off, whence, &res) : -ESTALE;
+	if (r < 0)
+		return reply_result(req, r);
+	fuse_reply_lseek(req, res);
+}
+
+/* Extended attributes are not stored.  ENOSYS here (and only here) is the
+ * protocol's way to say so once: the kernel then answers EOPNOTSUPP itself
+ * and stops asking for security.capability on every write. */
+static void op_getxattr(fuse_req_t req, fuse_ino_t node, const char *name, size_t size) { fuse_reply_err(req, ENOSYS); }
+static void op_listxattr(fuse_req_t req, fuse_ino_t node, size_t size) { fuse_reply_err(req, ENOSYS); }
+static void op_setxattr(fuse_req_t req, fuse_ino_t node, const char *name, const char *value, size_t size, int flags)
+{
+	fuse_reply_err(req, ENOSYS);
+}
+static void op_removexattr(fuse_req_t req, fuse_ino_t node, const char *name) { fuse_reply_err(req, ENOSYS); }
+
+const struct fuse_lowlevel_ops cow_fuse_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+};

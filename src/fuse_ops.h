@@ -1,0 +1,30 @@
+/* fuse_ops — the libfuse low-level operations of a cowfs mount.  This layer
+ * holds no storage logic: it maps node ids to (branch, inode), calls the
+ * branch operations (branch.h), and turns their -errno into replies.
+ *
+ * Node ids: FUSE_ROOT_ID (1) is the mount root, a read-only directory that
+ * lists the branches; every other node id is slot << 48 | ino, where slot is
+ * the branch's slot in the cow_fs and ino its inode number in that branch.
+ * So one branch's root directory is slot << 48 | 1.
+ *
+ * No lock is held across a fuse_reply_*: branch operations take and drop
+ * their own lock before this layer replies.
+ */
+#ifndef COW_FUSE_OPS_H
+#define COW_FUSE_OPS_H
+#include <stdbool.h>
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+struct cow_fs;
+
+struct cow_fuse {
+	struct cow_fs *fs;
+	double timeout;        /* entry and attribute cache time in branches (seconds) */
+	bool writeback_cache;  /* let the kernel cache writes (FUSE_CAP_WRITEBACK_CACHE) */
+	struct timespec mounted;
+};
+
+extern const struct fuse_lowlevel_ops cow_fuse_ops;
+#endif

@@ -1,0 +1,542 @@
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "io.h"
+#include "util.h"
+
+static const char seg_magic[8] = { 'C', 'O', 'W', 'F', 'S', 'S', 'E', 'G' };
+#define REC_MAGIC 0x52574f43u /* "COWR" little-endian */
+
+struct cow_log {
+	char *dir;
+	pthread_mutex_t lock;
+	pthread_cond_t synced_cond;
+	/* protected by lock: */
+	uint32_t first_seg, cur_seg;
+	uint32_t cur_off;          /* append offset in cur_seg */
+	uint64_t synced;           /* every record below this position is durable */
+	bool syncing;              /* a leader is inside fdatasync */
+	int failed;                /* sticky -errno after a failed sync */
+	struct cow_log_stats stats;
+	/* written once per segment before any position in it is handed out: */
+	int fds[COW_LOG_MAX_SEGMENTS];
+};
+
+static uint32_t pad8(uint32_t n) { return (n + 7) & ~7u; }
+
+static void seg_path(const char *dir, uint32_t seg, char *out, size_t n)
+{
+	snprintf(out, n, "%s/%016llx.seg", dir, (unsigned long long)seg);
+}
+
+static void encode_seg_header(uint8_t *h, uint32_t seg)
+{
+	memset(h, 0, COW_LOG_SEG_HDR);
+	memcpy(h, seg_magic, 8);
+	cow_put_le32(h + 8, COW_LOG_VERSION);
+	cow_put_le32(h + 12, COW_LOG_SEG_HDR);
+	cow_put_le64(h + 16, seg);
+	cow_put_le32(h + 28, cow_crc32c(0, h, 28));
+}
+
+static int check_seg_header(const uint8_t *h, uint32_t seg, const char *path)
+{
+	if (memcmp(h, seg_magic, 8) != 0 || cow_get_le32(h + 28) != cow_crc32c(0, h, 28)) {
+		cow_err("%s: not a cowfs segment or its header is damaged", path);
+		return -EBADMSG;
+	}
+	if (cow_get_le32(h + 8) > COW_LOG_VERSION) {
+		cow_err("%s: segment format version %u is newer than this cowfs supports (%u)", path,
+			cow_get_le32(h + 8), COW_LOG_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (cow_get_le32(h + 12) != COW_LOG_SEG_HDR || cow_get_le64(h + 16) != seg) {
+		cow_err("%s: segment header names segment %llu, expected %u", path,
+			(unsigned long long)cow_get_le64(h + 16), seg);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* Create segment SEG durably: header written and synced, directory synced. */
+static int segment_create(const char *dir, uint32_t seg, int *ret_fd)
+{
+	char path[4096];
+	seg_path(dir, seg, path, sizeof path);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	uint8_t h[COW_LOG_SEG_HDR];
+	encode_seg_header(h, seg);
+	struct iovec iov = { h, sizeof h };
+	ssize_t n = cow_io_pwritev_all(fd, &iov, 1, 0);
+	int r = n < 0 ? (int)n : cow_io_fdatasync(fd);
+	if (r == 0)
+		r = cow_fsync_path(dir);
+	if (r < 0) {
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int cow_log_create(const char *dir)
+{
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd;
+	int r = segment_create(dir, 1, &fd);
+	if (r == 0)
+		close(fd);
+	return r;
+}
+
+/* Record header: magic u32, type u8, 3 reserved bytes, payload length u32,
+ * crc32c u32 over the first 12 header bytes and the payload. */
+static void encode_rec_header(uint8_t *h, unsigned type, uint32_t len)
+{
+	cow_put_le32(h, REC_MAGIC);
+	h[4] = (uint8_t)type;
+	h[5] = h[6] = h[7] = 0;
+	cow_put_le32(h + 8, len);
+}
+
+/* A buffered sequential reader over one segment. */
+struct reader {
+	int fd;
+	uint64_t size;
+	uint8_t *buf;
+	size_t cap;
+	uint64_t win_off; /* file offset of buf[0] */
+	size_t win_len;
+};
+
+/* Make [off, off+len) available; returns a pointer or NULL (-errno in *err) */
+static const uint8_t *reader_get(struct reader *rd, uint64_t off, size_t len, int *err)
+{
+	if (off >= rd->win_off && off + len <= rd->win_off + rd->win_len)
+		return rd->buf + (off - rd->win_off);
+	size_t want = COW_MAX(len, (size_t)4 << 20);
+	if (want > rd->cap) {
+		uint8_t *nb = realloc(rd->buf, want);
+		if (!nb) {
+			*err = -ENOMEM;
+			return NULL;
+		}
+		rd->buf = nb;
+		rd->cap = want;
+	}
+	ssize_t n = cow_io_pread_all(rd->fd, rd->buf, rd->cap, off);
+	if (n < 0) {
+		*err = (int)n;
+		return NULL;
+	}
+	rd->win_off = off;
+	rd->win_len = n;
+	if ((size_t)n < len) {
+		*err = 0; /* short: end of file */
+		return NULL;
+	}
+	return rd->buf;
+}
+
+enum rec_state { REC_OK, REC_END, REC_BAD };
+
+/* Check the record at OFF; on REC_OK the payload, length, type and next offset are set. */
+static enum rec_state rec_check(struct reader *rd, uint64_t off, const uint8_t **payload, uint32_t *len,
+				unsigned *type, uint64_t *next, int *err)
+{
+	*err = 0;
+	if (off == rd->size)
+		return REC_END;
+	if (off + COW_LOG_REC_HDR > rd->size)
+		return REC_BAD;
+	const uint8_t *h = reader_get(rd, off, COW_LOG_REC_HDR, err);
+	if (!h)
+		return *err ? REC_BAD : REC_BAD;
+	if (cow_get_le32(h) != REC_MAGIC)
+		return REC_BAD;
+	uint32_t plen = cow_get_le32(h + 8);
+	if (plen > COW_LOG_REC_MAX || off + COW_LOG_REC_HDR + plen > rd->size)
+		return REC_BAD;
+	h = reader_get(rd, off, COW_LOG_REC_HDR + plen, err);
+	if (!h)
+		return REC_BAD;
+	uint32_t crc = cow_crc32c(0, h, 12);
+	crc = cow_crc32c(crc, h + COW_LOG_REC_HDR, plen);
+	if (crc != cow_get_le32(h + 12))
+		return REC_BAD;
+	*type = h[4];
+	*len = plen;
+	*payload = h + COW_LOG_REC_HDR;
+	*next = off + pad8(COW_LOG_REC_HDR + plen);
+	if (*next > rd->size)
+		*next = rd->size; /* padding of the very last record may be cut; harmless */
+	return REC_OK;
+}
+
+/* After a bad record at OFF: is there any valid record later in the segment? */
+static bool valid_record_after(struct reader *rd, uint64_t off)
+{
+	for (uint64_t o = (off + 8) & ~7ull; o + COW_LOG_REC_HDR <= rd->size; o += 8) {
+		int err;
+		const uint8_t *h = reader_get(rd, o, 4, &err);
+		if (!h || cow_get_le32(h) != REC_MAGIC)
+			continue;
+		const uint8_t *p;
+		uint32_t len;
+		unsigned type;
+		uint64_t next;
+		if (rec_check(rd, o, &p, &len, &type, &next, &err) == REC_OK)
+			return true;
+	}
+	return false;
+}
+
+/* Scan one segment from START.  On the last segment a torn tail is cut
+ * (if CUT), elsewhere any damage is an error.  *ret_end is the end offset. */
+static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool last, bool cut,
+			cow_log_record_fn fn, void *ctx, uint64_t *ret_end)
+{
+	char path[4096];
+	seg_path(log->dir, seg, path, sizeof path);
+	struct stat st;
+	if (fstat(log->fds[seg], &st) < 0)
+		return -errno;
+	struct reader rd = { .fd = log->fds[seg], .size = st.st_size };
+	int r = 0, err;
+	uint64_t off = COW_MAX(start, (uint64_t)COW_LOG_SEG_HDR);
+	for (;;) {
+		const uint8_t *p;
+		uint32_t len;
+		unsigned type;
+		uint64_t next;
+		enum rec_state s = rec_check(&rd, off, &p, &len, &type, &next, &err);
+		if (err < 0) {
+			r = err;
+			break;
+		}
+		if (s == REC_END)
+			break;
+		if (s == REC_OK) {
+			if (fn) {
+				r = fn(ctx, COW_LOG_POS(seg, off), type, p, len);
+				if (r < 0)
+					break;
+			}
+			off = next;
+			continue;
+		}
+		/* A bad record: a torn tail if nothing valid follows, damage otherwise. */
+		if (valid_record_after(&rd, off)) {
+			const uint8_t *h = reader_get(&rd, off, COW_LOG_REC_HDR, &err);
+			uint32_t plen = h ? cow_get_le32(h + 8) : 0;
+			if (h && cow_get_le32(h) == REC_MAGIC && h[4] == COW_REC_OBJ && plen <= COW_LOG_REC_MAX &&
+			    off + COW_LOG_REC_HDR + plen <= rd.size) {
+				/* A data record whose frame is intact: keep going, and tell the
+				 * caller, so that reads of it fail with EIO instead of the whole
+				 * store failing to open. */
+				cow_err("%s: object record at offset %llu fails its checksum; reads of it will "
+					"fail with EIO", path, (unsigned long long)off);
+				const uint8_t *pl = reader_get(&rd, off + COW_LOG_REC_HDR, plen, &err);
+				if (fn && pl) {
+					r = fn(ctx, COW_LOG_POS(seg, off), COW_REC_DAMAGED | COW_REC_OBJ, pl, plen);
+					if (r < 0)
+						break;
+				}
+				off += pad8(COW_LOG_REC_HDR + plen);
+				continue;
+			}
+			cow_err("%s: record at offset %llu is damaged (checksum or header); "
+				"run 'cowfs fsck' to see what it held", path, (unsigned long long)off);
+			r = -EBADMSG;
+			break;
+		}
+		if (!last) {
+			cow_err("%s: damaged from offset %llu to its end, and it is not the last segment",
+				path, (unsigned long long)off);
+			r = -EBADMSG;
+			break;
+		}
+		if (cut) {
+			cow_warn("%s: cutting a torn tail of %llu bytes at offset %llu (an append that was "
+				 "never synced)", path, (unsigned long long)(rd.size - off), (unsigned long long)off);
+			r = cow_io_ftruncate(log->fds[seg], off);
+			if (r == 0)
+				r = cow_io_fdatasync(log->fds[seg]);
+		}
+		break;
+	}
+	free(rd.buf);
+	*ret_end = off;
+	return r;
+}
+
+static int list_segments(const char *dir, uint32_t *ret_first, uint32_t *ret_last)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	uint32_t first = 0, last = 0, count = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		unsigned long long n;
+		char tail[8];
+		if (sscanf(de->d_name, "%16llx.%7s", &n, tail) != 2 || strcmp(tail, "seg") != 0 ||
+		    strlen(de->d_name) != 20)
+			continue;
+		if (n == 0 || n >= COW_LOG_MAX_SEGMENTS) {
+			closedir(d);
+			cow_err("%s/%s: segment number out of range", dir, de->d_name);
+			return -EBADMSG;
+		}
+		if (!first || n < first)
+			first = n;
+		if (n > last)
+			last = n;
+		count++;
+	}
+	closedir(d);
+	if (!count) {
+		cow_err("%s: no segment files: this is not a cowfs store, or its segments were removed", dir);
+		return -EBADMSG;
+	}
+	if (count != last - first + 1) {
+		cow_err("%s: segments %u..%u expected, but %u of them are missing", dir, first, last,
+			last - first + 1 - count);
+		return -EBADMSG;
+	}
+	*ret_first = first;
+	*ret_last = last;
+	return 0;
+}
+
+int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_log **ret)
+{
+	struct cow_log *log = calloc(1, sizeof *log);
+	if (!log)
+		return -ENOMEM;
+	for (int i = 0; i < COW_LOG_MAX_SEGMENTS; i++)
+		log->fds[i] = -1;
+	pthread_mutex_init(&log->lock, NULL);
+	pthread_cond_init(&log->synced_cond, NULL);
+	int r = -ENOMEM;
+	log->dir = strdup(dir);
+	if (!log->dir)
+		goto fail;
+	uint32_t first = 0, last = 0;
+	r = list_segments(dir, &first, &last);
+	if (r < 0)
+		goto fail;
+	log->first_seg = first;
+	for (uint32_t s = first; s <= last; s++) {
+		char path[4096];
+		seg_path(dir, s, path, sizeof path);
+		log->fds[s] = open(path, O_RDWR | O_CLOEXEC);
+		if (log->fds[s] < 0) {
+			r = -errno;
+			cow_err("%s: %s", path, strerror(errno));
+			goto fail;
+		}
+		uint8_t h[COW_LOG_SEG_HDR];
+		ssize_t n = cow_io_pread_all(log->fds[s], h, sizeof h, 0);
+		if (n != sizeof h) {
+			cow_err("%s: too short to be a segment", path);
+			r = n < 0 ? (int)n : -EBADMSG;
+			goto fail;
+		}
+		r = check_seg_header(h, s, path);
+		if (r < 0)
+			goto fail;
+	}
+	for (uint32_t s = first; s <= last; s++) {
+		uint64_t end;
+		r = scan_segment(log, s, 0, s == last, true, fn, ctx, &end);
+		if (r < 0)
+			goto fail;
+		log->stats.bytes += end;
+		if (s == last)
+			log->cur_off = (uint32_t)end;
+	}
+	log->cur_seg = last;
+	log->stats.segments = last - first + 1;
+	log->synced = COW_LOG_POS(log->cur_seg, log->cur_off);
+	*ret = log;
+	return 0;
+fail:
+	cow_log_close(log);
+	return r;
+}
+
+void cow_log_close(struct cow_log *log)
+{
+	if (!log)
+		return;
+	if (log->cur_seg)
+		cow_log_sync(log);
+	for (uint32_t s = log->first_seg; s && s <= log->cur_seg; s++)
+		if (log->fds[s] >= 0)
+			close(log->fds[s]);
+	free(log->dir);
+	free(log);
+}
+
+/* Called with lock held. */
+static int roll_segment(struct cow_log *log)
+{
+	if (log->cur_seg + 1 >= COW_LOG_MAX_SEGMENTS)
+		return -ENOSPC;
+	int r = cow_io_fdatasync(log->fds[log->cur_seg]);
+	if (r < 0) {
+		log->failed = -EIO;
+		cow_err("fdatasync of segment %u failed: %s; the store is now read-only", log->cur_seg, strerror(-r));
+		return -EIO;
+	}
+	int fd;
+	r = segment_create(log->dir, log->cur_seg + 1, &fd);
+	if (r < 0)
+		return r;
+	log->fds[log->cur_seg + 1] = fd;
+	log->synced = COW_LOG_POS(log->cur_seg + 1, COW_LOG_SEG_HDR);
+	log->cur_seg++;
+	log->cur_off = COW_LOG_SEG_HDR;
+	log->stats.segments++;
+	log->stats.bytes += COW_LOG_SEG_HDR;
+	return 0;
+}
+
+int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, int iovcnt, uint64_t *ret_pos)
+{
+	uint32_t len = 0;
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	if (len > COW_LOG_REC_MAX || iovcnt > 60)
+		return -EINVAL;
+	uint8_t h[COW_LOG_REC_HDR];
+	static const uint8_t zeros[8];
+	encode_rec_header(h, type, len);
+	uint32_t crc = cow_crc32c(0, h, 12);
+	for (int i = 0; i < iovcnt; i++)
+		crc = cow_crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+	cow_put_le32(h + 12, crc);
+	uint32_t total = pad8(COW_LOG_REC_HDR + len);
+
+	struct iovec v[64];
+	v[0] = (struct iovec){ h, sizeof h };
+	memcpy(v + 1, iov, iovcnt * sizeof *iov);
+	int n = iovcnt + 1;
+	if (total > COW_LOG_REC_HDR + len)
+		v[n++] = (struct iovec){ (void *)zeros, total - COW_LOG_REC_HDR - len };
+
+	pthread_mutex_lock(&log->lock);
+	int r = log->failed;
+	if (r < 0)
+		goto out;
+	if ((uint64_t)log->cur_off + total > COW_LOG_SEGMENT_MAX && log->cur_off > COW_LOG_SEG_HDR) {
+		r = roll_segment(log);
+		if (r < 0)
+			goto out;
+	}
+	ssize_t w = cow_io_pwritev_all(log->fds[log->cur_seg], v, n, log->cur_off);
+	if (w < 0) {
+		/* Nothing advanced: the next append overwrites whatever part landed,
+		 * and recovery would cut it as a torn tail. */
+		r = (int)w;
+		goto out;
+	}
+	*ret_pos = COW_LOG_POS(log->cur_seg, log->cur_off);
+	log->cur_off += total;
+	log->stats.bytes += total;
+	log->stats.appends++;
+	r = 0;
+out:
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uint32_t len)
+{
+	uint32_t seg = COW_LOG_POS_SEG(pos);
+	if (seg < log->first_seg || seg >= COW_LOG_MAX_SEGMENTS || log->fds[seg] < 0)
+		return -EIO;
+	ssize_t n = cow_io_pread_all(log->fds[seg], buf, len, (off_t)COW_LOG_POS_OFF(pos) + COW_LOG_REC_HDR + off);
+	if (n < 0)
+		return (int)n;
+	return (uint32_t)n == len ? 0 : -EIO;
+}
+
+int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&log->lock);
+	uint32_t last = log->cur_seg;
+	pthread_mutex_unlock(&log->lock);
+	uint32_t first = COW_MAX(COW_LOG_POS_SEG(from), log->first_seg);
+	for (uint32_t s = first; s <= last; s++) {
+		uint64_t end;
+		int r = scan_segment(log, s, s == COW_LOG_POS_SEG(from) ? COW_LOG_POS_OFF(from) : 0, s == last,
+				     false, fn, ctx, &end);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int cow_log_sync(struct cow_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	log->stats.sync_waits++;
+	uint64_t target = COW_LOG_POS(log->cur_seg, log->cur_off);
+	while (!log->failed && log->synced < target) {
+		if (log->syncing) {
+			pthread_cond_wait(&log->synced_cond, &log->lock);
+			continue;
+		}
+		/* Become the leader: one fdatasync for everything appended so far. */
+		log->syncing = true;
+		uint64_t pos = COW_LOG_POS(log->cur_seg, log->cur_off);
+		int fd = log->fds[log->cur_seg];
+		log->stats.syncs++;
+		pthread_mutex_unlock(&log->lock);
+		int r = cow_io_fdatasync(fd);
+		pthread_mutex_lock(&log->lock);
+		log->syncing = false;
+		if (r < 0) {
+			log->failed = -EIO;
+			cow_err("fdatasync of the log failed: %s; refusing all further writes", strerror(-r));
+		} else if (pos > log->synced) {
+			log->synced = pos;
+		}
+		pthread_cond_broadcast(&log->synced_cond);
+	}
+	int r = log->failed;
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+uint64_t cow_log_end(struct cow_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	uint64_t pos = COW_LOG_POS(log->cur_seg, log->cur_off);
+	pthread_mutex_unlock(&log->lock);
+	return pos;
+}
+
+void cow_log_get_stats(struct cow_log *log, struct cow_log_stats *ret)
+{
+	pthread_mutex_lock(&log->lock);
+	*ret = log->stats;
+	pthread_mutex_unlock(&log->lock);
+}

@@ -1,0 +1,69 @@
+/* log — the append-only record log that holds everything cowfs stores.
+ *
+ * The log is a directory of segment files named %016llx.seg (segment numbers
+ * from 1, consecutive).  Each starts with a 32-byte header and then holds
+ * records, each a 16-byte header, a payload, and zero padding to 8 bytes.
+ * The byte layout is in docs/FORMAT.md.  A position (uint64) is
+ * segno << 32 | offset of the record header; positions only grow.
+ *
+ * Calling sequence:
+ *   cow_log_create(dir)                   once, makes segment 1
+ *   cow_log_open(dir, fn, ctx, &log)      checks every record's CRC, calls fn
+ *                                         for each valid one in order, cuts a
+ *                                         torn tail off the last segment
+ *   cow_log_append(...)  any thread       returns the record's position
+ *   cow_log_sync(log)    any thread       group commit: one fdatasync covers
+ *                                         every append made before it started
+ *   cow_log_read / cow_log_scan           read back payloads by position
+ *   cow_log_close(log)                    syncs and frees
+ *
+ * Errors: -EBADMSG for damage that is not a torn tail (with a message naming
+ * segment and offset), -EPROTONOSUPPORT for a newer format version, -EIO
+ * after any failed sync: failures of fdatasync are sticky, every later append
+ * and sync fails too, so that an acknowledged write is never silently lost.
+ */
+#ifndef COW_LOG_H
+#define COW_LOG_H
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define COW_LOG_VERSION 1
+#define COW_LOG_SEGMENT_MAX (256u << 20)
+#define COW_LOG_MAX_SEGMENTS 16384
+#define COW_LOG_REC_HDR 16
+#define COW_LOG_SEG_HDR 32
+#define COW_LOG_REC_MAX (64u << 20)
+
+enum { COW_REC_OBJ = 1, COW_REC_META = 2 };
+/* Or'ed into the type given to a scan callback for an object record whose
+ * frame is intact but whose checksum fails, with more valid records after it. */
+#define COW_REC_DAMAGED 0x80u
+
+#define COW_LOG_POS(seg, off) ((uint64_t)(seg) << 32 | (uint32_t)(off))
+#define COW_LOG_POS_SEG(pos) ((uint32_t)((pos) >> 32))
+#define COW_LOG_POS_OFF(pos) ((uint32_t)(pos))
+
+struct cow_log;
+/* Called for each valid record; a negative return stops the scan and is returned. */
+typedef int (*cow_log_record_fn)(void *ctx, uint64_t pos, unsigned type, const uint8_t *payload, uint32_t len);
+
+struct cow_log_stats {
+	uint64_t bytes;      /* sum of segment sizes */
+	uint64_t appends;
+	uint64_t syncs;      /* fdatasync calls issued */
+	uint64_t sync_waits; /* cow_log_sync calls (>= syncs thanks to group commit) */
+	uint32_t segments;
+};
+
+int cow_log_create(const char *dir);
+int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_log **ret);
+void cow_log_close(struct cow_log *log);
+int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, int iovcnt, uint64_t *ret_pos);
+/* Read LEN payload bytes starting OFF bytes into the payload of the record at POS. */
+int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uint32_t len);
+/* Call FN for every record at or after FROM, in order. */
+int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void *ctx);
+int cow_log_sync(struct cow_log *log);
+uint64_t cow_log_end(struct cow_log *log);
+void cow_log_get_stats(struct cow_log *log, struct cow_log_stats *ret);
+#endif

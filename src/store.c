@@ -1,0 +1,431 @@
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+#include "util.h"
+
+static const char super_magic[8] = { 'C', 'O', 'W', 'F', 'S', 'S', 'U', 'P' };
+#define SUPER_SIZE 64
+
+struct index_entry {
+	cow_hash key;
+	uint64_t pos;    /* 0: empty slot */
+	uint32_t len;    /* object bytes */
+	uint32_t damaged;
+};
+
+struct cow_store {
+	char *path;
+	int lock_fd;
+	struct cow_log *log;
+	pthread_rwlock_t index_lock;
+	/* protected by index_lock: */
+	struct index_entry *slots;
+	size_t cap, used;
+	struct cow_store_stats st;
+};
+
+/* ---- index ------------------------------------------------------------ */
+
+static size_t slot_of(const cow_hash *h, size_t cap) { return cow_get_le64(h->b) & (cap - 1); }
+
+static struct index_entry *index_find(struct cow_store *s, const cow_hash *h)
+{
+	for (size_t i = slot_of(h, s->cap);; i = (i + 1) & (s->cap - 1)) {
+		struct index_entry *e = &s->slots[i];
+		if (!e->pos)
+			return NULL;
+		if (cow_hash_eq(&e->key, h))
+			return e;
+	}
+}
+
+static int index_grow(struct cow_store *s)
+{
+	size_t ncap = s->cap ? s->cap * 2 : 1 << 16;
+	struct index_entry *n = calloc(ncap, sizeof *n);
+	if (!n)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->cap; i++) {
+		if (!s->slots[i].pos)
+			continue;
+		size_t j = slot_of(&s->slots[i].key, ncap);
+		while (n[j].pos)
+			j = (j + 1) & (ncap - 1);
+		n[j] = s->slots[i];
+	}
+	free(s->slots);
+	s->slots = n;
+	s->cap = ncap;
+	s->st.index_bytes = ncap * sizeof *n;
+	return 0;
+}
+
+/* Insert or replace (a damaged copy is replaced by a good one). */
+static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint32_t len, bool damaged)
+{
+	struct index_entry *e = s->cap ? index_find(s, h) : NULL;
+	if (e) {
+		if (e->damaged && !damaged) {
+			e->pos = pos;
+			e->len = len;
+			e->damaged = 0;
+		}
+		return 0;
+	}
+	if ((s->used + 1) * 4 > s->cap * 3) {
+		int r = index_grow(s);
+		if (r < 0)
+			return r;
+	}
+	size_t i = slot_of(h, s->cap);
+	while (s->slots[i].pos)
+		i = (i + 1) & (s->cap - 1);
+	s->slots[i] = (struct index_entry){ .key = *h, .pos = pos, .len = len, .damaged = damaged };
+	s->used++;
+	s->st.objects++;
+	s->st.object_bytes += len;
+	return 0;
+}
+
+static int index_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *payload, uint32_t len)
+{
+	struct cow_store *s = ctx;
+	if ((type & ~COW_REC_DAMAGED) != COW_REC_OBJ)
+		return 0;
+	if (len < COW_HASH_SIZE)
+		return (type & COW_REC_DAMAGED) ? 0 : -EBADMSG;
+	cow_hash h;
+	memcpy(h.b, payload, COW_HASH_SIZE);
+	return index_put(s, &h, pos, len - COW_HASH_SIZE, type & COW_REC_DAMAGED);
+}
+
+/* ---- superblock ------------------------------------------------------- */
+
+static int super_write(const char *path)
+{
+	uint8_t b[SUPER_SIZE] = { 0 };
+	memcpy(b, super_magic, 8);
+	cow_put_le32(b + 8, COW_STORE_VERSION);
+	cow_put_le32(b + 12, COW_BLOCK_SIZE);
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || read(fd, b + 16, 16) != 16) {
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	close(fd);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	cow_put_le64(b + 32, (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec);
+	cow_put_le32(b + 60, cow_crc32c(0, b, 60));
+	return cow_write_file_durable(path, "cowfs.super", b, sizeof b);
+}
+
+static int super_check(const char *path)
+{
+	char p[4096];
+	snprintf(p, sizeof p, "%s/cowfs.super", path);
+	char *buf = NULL;
+	size_t len = 0;
+	int r = cow_read_file(p, 4096, &buf, &len);
+	if (r == -ENOENT) {
+		cow_err("%s: not a cowfs store (no cowfs.super); create one with 'cowfs init %s'", path, path);
+		return -ENOENT;
+	}
+	if (r < 0) {
+		cow_err("%s: %s", p, strerror(-r));
+		return r;
+	}
+	const uint8_t *b = (const uint8_t *)buf;
+	if (len != SUPER_SIZE || memcmp(b, super_magic, 8) != 0) {
+		cow_err("%s: not a cowfs superblock", p);
+		r = -EBADMSG;
+	} else if (cow_get_le32(b + 60) != cow_crc32c(0, b, 60)) {
+		cow_err("%s: superblock checksum mismatch (damaged)", p);
+		r = -EBADMSG;
+	} else if (cow_get_le32(b + 8) > COW_STORE_VERSION) {
+		cow_err("%s: store format version %u is newer than this cowfs supports (%u); "
+			"use a newer cowfs", path, cow_get_le32(b + 8), COW_STORE_VERSION);
+		r = -EPROTONOSUPPORT;
+	} else if (cow_get_le32(b + 12) != COW_BLOCK_SIZE) {
+		cow_err("%s: block size %u is not supported", path, cow_get_le32(b + 12));
+		r = -EBADMSG;
+	}
+	free(buf);
+	return r;
+}
+
+/* ---- create / open ---------------------------------------------------- */
+
+int cow_store_create(const char *path)
+{
+	if (mkdir(path, 0700) < 0) {
+		if (errno != EEXIST)
+			return -errno;
+		char p[4096];
+		snprintf(p, sizeof p, "%s/cowfs.super", path);
+		if (access(p, F_OK) == 0)
+			return -EEXIST;
+	}
+	char p[4096];
+	snprintf(p, sizeof p, "%s/segments", path);
+	int r = cow_log_create(p);
+	if (r < 0)
+		return r;
+	snprintf(p, sizeof p, "%s/refs", path);
+	if (mkdir(p, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	/* The superblock is written last: a store without one is not a store. */
+	r = super_write(path);
+	if (r == 0)
+		r = cow_fsync_path(path);
+	return r;
+}
+
+static int write_pid(int fd)
+{
+	char pid[32];
+	int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n)
+		return -errno;
+	return 0;
+}
+
+static int take_lock(const char *path, int *ret_fd)
+{
+	char p[4096];
+	snprintf(p, sizeof p, "%s/lock", path);
+	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+		if (n > 0)
+			pid[n] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		close(fd);
+		if (e == EWOULDBLOCK) {
+			cow_err("%s: store is already in use (mounted) by pid %s", path, pid[0] ? pid : "?");
+			return -EBUSY;
+		}
+		return -e;
+	}
+	*ret_fd = fd;
+	return write_pid(fd);
+}
+
+int cow_store_note_pid(struct cow_store *s) { return write_pid(s->lock_fd); }
+
+int cow_store_open(const char *path, struct cow_store **ret)
+{
+	int r = super_check(path);
+	if (r < 0)
+		return r;
+	struct cow_store *s = calloc(1, sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	s->lock_fd = -1;
+	pthread_rwlock_init(&s->index_lock, NULL);
+	s->path = strdup(path);
+	r = s->path ? take_lock(path, &s->lock_fd) : -ENOMEM;
+	if (r < 0)
+		goto fail;
+	r = index_grow(s);
+	if (r < 0)
+		goto fail;
+	char p[4096];
+	snprintf(p, sizeof p, "%s/segments", path);
+	r = cow_log_open(p, index_record, s, &s->log);
+	if (r < 0)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	cow_store_close(s);
+	return r;
+}
+
+void cow_store_close(struct cow_store *s)
+{
+	if (!s)
+		return;
+	cow_log_close(s->log);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->slots);
+	free(s->path);
+	free(s);
+}
+
+const char *cow_store_path(const struct cow_store *s) { return s->path; }
+
+/* ---- objects ---------------------------------------------------------- */
+
+int cow_store_put_hashed(struct cow_store *s, const void *data, size_t len, const cow_hash *h)
+{
+	pthread_rwlock_wrlock(&s->index_lock);
+	s->st.puts++;
+	struct index_entry *e = index_find(s, h);
+	int r = 0;
+	if (e && !e->damaged) {
+		s->st.dedup_hits++;
+		goto out;
+	}
+	struct iovec iov[2] = { { (void *)h->b, COW_HASH_SIZE }, { (void *)data, len } };
+	uint64_t pos;
+	r = cow_log_append(s->log, COW_REC_OBJ, iov, 2, &pos);
+	if (r == 0)
+		r = index_put(s, h, pos, (uint32_t)len, false);
+out:
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
+}
+
+int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
+{
+	if (len == COW_BLOCK_SIZE && cow_buf_is_zero(data, len)) {
+		*ret = cow_hash_zero;
+		__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	int r = cow_hash_compute(data, len, ret);
+	if (r < 0)
+		return r;
+	return cow_store_put_hashed(s, data, len, ret);
+}
+
+static int lookup(struct cow_store *s, const cow_hash *h, uint64_t *pos, uint32_t *len)
+{
+	pthread_rwlock_rdlock(&s->index_lock);
+	struct index_entry *e = index_find(s, h);
+	int r = 0;
+	if (!e || e->damaged) {
+		char hex[65];
+		cow_hash_to_hex(h, hex);
+		cow_err("object %s is %s", hex, e ? "damaged on disk (checksum mismatch)" : "missing from the store");
+		r = -EIO;
+	} else {
+		*pos = e->pos;
+		*len = e->len;
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
+}
+
+int cow_store_has(struct cow_store *s, const cow_hash *h)
+{
+	pthread_rwlock_rdlock(&s->index_lock);
+	struct index_entry *e = index_find(s, h);
+	int r = e && !e->damaged;
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
+}
+
+static int read_verified(struct cow_store *s, const cow_hash *h, uint64_t pos, void *buf, uint32_t len)
+{
+	int r = cow_log_read(s->log, pos, COW_HASH_SIZE, buf, len);
+	cow_hash got;
+	if (r == 0)
+		r = cow_hash_compute(buf, len, &got);
+	if (r == 0 && !cow_hash_eq(&got, h)) {
+		char hex[65];
+		cow_hash_to_hex(h, hex);
+		cow_err("object %s: content read from segment %u offset %u does not match its hash",
+			hex, COW_LOG_POS_SEG(pos), COW_LOG_POS_OFF(pos));
+		r = -EIO;
+	}
+	if (r < 0)
+		__atomic_add_fetch(&s->st.get_errors, 1, __ATOMIC_RELAXED);
+	return r;
+}
+
+int cow_store_get(struct cow_store *s, const cow_hash *h, void *buf, size_t len)
+{
+	__atomic_add_fetch(&s->st.gets, 1, __ATOMIC_RELAXED);
+	if (cow_hash_is_zero(h)) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	uint64_t pos;
+	uint32_t olen;
+	int r = lookup(s, h, &pos, &olen);
+	if (r < 0)
+		return r;
+	if (olen != len) {
+		char hex[65];
+		cow_hash_to_hex(h, hex);
+		cow_err("object %s has %u bytes where %zu were expected", hex, olen, len);
+		return -EIO;
+	}
+	return read_verified(s, h, pos, buf, olen);
+}
+
+int cow_store_get_alloc(struct cow_store *s, const cow_hash *h, void **ret_buf, size_t *ret_len)
+{
+	uint64_t pos;
+	uint32_t len;
+	int r = lookup(s, h, &pos, &len);
+	if (r < 0)
+		return r;
+	void *buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	r = read_verified(s, h, pos, buf, len);
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret_buf = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* ---- metadata records, sync, stats ------------------------------------ */
+
+int cow_store_meta_append(struct cow_store *s, const struct iovec *iov, int iovcnt, uint64_t *ret_pos)
+{
+	return cow_log_append(s->log, COW_REC_META, iov, iovcnt, ret_pos);
+}
+
+struct meta_scan { cow_store_meta_fn fn; void *ctx; };
+
+static int meta_filter(void *ctx, uint64_t pos, unsigned type, const uint8_t *payload, uint32_t len)
+{
+	struct meta_scan *m = ctx;
+	return type == COW_REC_META ? m->fn(m->ctx, pos, payload, len) : 0;
+}
+
+int cow_store_meta_scan(struct cow_store *s, uint64_t from, cow_store_meta_fn fn, void *ctx)
+{
+	struct meta_scan m = { fn, ctx };
+	return cow_log_scan(s->log, from, meta_filter, &m);
+}
+
+int cow_store_sync(struct cow_store *s) { return cow_log_sync(s->log); }
+uint64_t cow_store_log_end(struct cow_store *s) { return cow_log_end(s->log); }
+
+void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret)
+{
+	pthread_rwlock_rdlock(&s->index_lock);
+	*ret = s->st;
+	pthread_rwlock_unlock(&s->index_lock);
+	struct cow_log_stats ls;
+	cow_log_get_stats(s->log, &ls);
+	ret->log_bytes = ls.bytes;
+	ret->log_syncs = ls.syncs;
+	ret->log_sync_waits = ls.sync_waits;
+}

@@ -1,0 +1,136 @@
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static FILE *msg_file;
+static const char *msg_prefix = "cowfs";
+
+void cow_msg_set_file(FILE *f) { msg_file = f; }
+void cow_msg_set_prefix(const char *prefix) { msg_prefix = prefix; }
+
+static void vmsg(const char *level, const char *fmt, va_list ap)
+{
+	FILE *f = msg_file ? msg_file : stderr;
+	char line[1024];
+	vsnprintf(line, sizeof line, fmt, ap);
+	if (msg_file) {
+		char ts[32];
+		time_t now = time(NULL);
+		struct tm tm;
+		strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", gmtime_r(&now, &tm));
+		fprintf(f, "%sZ %s[%d] %s%s\n", ts, msg_prefix, (int)getpid(), level, line);
+	} else {
+		fprintf(f, "%s: %s%s\n", msg_prefix, level, line);
+	}
+	fflush(f);
+}
+
+void cow_err(const char *fmt, ...) { va_list ap; va_start(ap, fmt); vmsg("", fmt, ap); va_end(ap); }
+void cow_warn(const char *fmt, ...) { va_list ap; va_start(ap, fmt); vmsg("warning: ", fmt, ap); va_end(ap); }
+void cow_info(const char *fmt, ...)
+{
+	if (!msg_file && !getenv("COWFS_VERBOSE"))
+		return;
+	va_list ap; va_start(ap, fmt); vmsg("", fmt, ap); va_end(ap);
+}
+
+int cow_fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+int cow_write_file_durable(const char *dir, const char *name, const void *buf, size_t len)
+{
+	char tmp[4096], dst[4096];
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name) >= sizeof tmp ||
+	    (size_t)snprintf(dst, sizeof dst, "%s/%s", dir, name) >= sizeof dst)
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	const char *p = buf;
+	size_t left = len;
+	int r = 0;
+	while (left) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto fail;
+		}
+		p += n;
+		left -= n;
+	}
+	if (fsync(fd) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	close(fd);
+	fd = -1;
+	if (rename(tmp, dst) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	return cow_fsync_path(dir);
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return r;
+}
+
+int cow_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int r = 0;
+	char *buf = NULL;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((size_t)st.st_size > max) {
+		r = -EFBIG;
+		goto out;
+	}
+	buf = malloc(st.st_size + 1);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		got += n;
+	}
+	buf[got] = 0;
+	*ret_buf = buf;
+	*ret_len = got;
+	buf = NULL;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}

@@ -1,0 +1,261 @@
+# tests/lib.sh — shared helpers for cowfs integration tests and benchmarks.
+# Source it; it installs an EXIT trap that unmounts every mount and stops every
+# Postgres the script started, on success and on failure alike.
+#
+#   cowfs_bin_dir               build/ of this tree (override with COWFS_BIN)
+#   tmpdir_new VAR              make a temp dir (removed at exit), store path in VAR
+#   store_init STORE [OWNER]    cowfs init
+#   cowfs_mount STORE MNT       mount (background daemon); registers cleanup
+#   cowfs_umount MNT            unmount, wait for the daemon to exit
+#   cowfs_daemon_pid MNT        pid of the daemon serving MNT
+#   pg_initdb DATADIR           initdb as postgres (extra initdb options from $INITDB_OPTS)
+#   pg_start DATADIR PORT       start Postgres as postgres on 127.0.0.1:PORT, socket in /tmp,
+#                               server log /tmp/cowfs-pg-PORT.log; registers cleanup;
+#                               extra server options from $PG_OPTS (e.g. "-c shared_buffers=128MB")
+#   pg_stop DATADIR             fast stop
+#   pg_free_port                print a free TCP port
+#   psql_q PORT SQL             run SQL as postgres, unaligned tuples-only output
+#   fail MSG / pass MSG         test verdicts (fail exits 1)
+#
+# Crash helpers (used by tests/pg/crash.sh; safe on a dead FUSE mount):
+#   pg_postmaster_pid DATADIR   postmaster pid recorded by pg_start (no file access needed)
+#   pg_pids DATADIR             postmaster, its children, and any postgres-owned process
+#                               whose cwd is DATADIR (backends orphaned by a dead postmaster)
+#   pg_kill9 DATADIR            SIGSTOP the postmaster, SIGKILL all of pg_pids, wait until gone
+#   cowfs_kill9 MNT             SIGKILL the daemon serving MNT, wait until it is gone
+#   cowfs_clear_dead MNT        lazily unmount a dead mount (umount -l, else fusermount3 -u -z)
+#   bg_start VAR CMD...         run CMD in the background in its own session (setsid), store
+#                               its pid (= process group) in VAR; killed with its group at exit
+#   bg_kill PID                 SIGKILL the process group PID started by bg_start
+set -u
+TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$TESTS_DIR/.." && pwd)
+COWFS_BIN=${COWFS_BIN:-$TOP/build}
+PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+[ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
+
+_LIB_MOUNTS=()
+_LIB_PGDATA=()
+_LIB_TMPDIRS=()
+_LIB_DAEMONS=()
+_LIB_BGPIDS=()
+declare -A _LIB_PGPID=()
+_LIB_PGUID=$(id -u postgres 2>/dev/null || echo -1)
+
+_lib_cleanup() {
+	local rc=$?
+	local d m p i
+	for p in "${_LIB_BGPIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
+	for d in "${_LIB_PGDATA[@]}"; do
+		[ -f "$d/postmaster.pid" ] && timeout 60 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
+		# whatever is left (dead mount, hung stop, orphaned backends): kill -9 by pid
+		pg_kill9 "$d" >/dev/null 2>&1
+	done
+	for m in "${_LIB_MOUNTS[@]}"; do
+		if mountpoint -q "$m" 2>/dev/null || grep -q " $m fuse" /proc/mounts; then
+			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+		fi
+	done
+	# give each daemon we started time to flush and exit, then make sure it is gone
+	for p in "${_LIB_DAEMONS[@]}"; do
+		for i in $(seq 1 300); do _lib_alive "$p" || break; sleep 0.1; done
+		if _lib_alive "$p" && grep -qa cowfsd "/proc/$p/cmdline" 2>/dev/null; then
+			echo "cleanup: daemon $p still running after unmount; killing it" >&2
+			kill -KILL "$p" 2>/dev/null
+		fi
+	done
+	for d in "${_LIB_TMPDIRS[@]}"; do
+		# never rm -rf through a mount that is still attached
+		if grep -q " $d/" /proc/mounts; then
+			echo "cleanup: $d still has a mount under it; not removing" >&2
+		else
+			rm -rf "$d"
+		fi
+	done
+	exit $rc
+}
+trap _lib_cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+tmpdir_new() {
+	local d
+	d=$(mktemp -d /tmp/cowfs-test.XXXXXX)
+	chmod 755 "$d"
+	_LIB_TMPDIRS+=("$d")
+	printf -v "$1" '%s' "$d"
+}
+
+store_init() {
+	"$COWFS_BIN/cowfs" init "$1" --owner "${2:-postgres}"
+}
+
+cowfs_mount() {
+	_LIB_MOUNTS+=("$2")
+	"$COWFS_BIN/cowfs" mount "$1" "$2" || return
+	local p
+	p=$(cowfs_daemon_pid "$2")
+	[ -n "$p" ] && _LIB_DAEMONS+=("$p")
+	return 0
+}
+
+cowfs_daemon_pid() {
+	pgrep -f "cowfsd .* $1( |$)" | head -n1
+}
+
+cowfs_umount() {
+	local pid
+	pid=$(cowfs_daemon_pid "$1")
+	umount "$1" || return 1
+	# the daemon checkpoints and exits once the kernel lets go of the mount
+	local i
+	for i in $(seq 1 300); do
+		[ -z "$pid" ] && return 0
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	echo "daemon $pid did not exit after umount $1" >&2
+	return 1
+}
+
+pg_initdb() {
+	# shellcheck disable=SC2086
+	runuser -u postgres -- "$PGBIN/initdb" -D "$1" -A trust -U postgres --no-instructions ${INITDB_OPTS:-} >/dev/null
+}
+
+pg_start() {
+	local d=$1 port=$2
+	_LIB_PGDATA+=("$d")
+	local log=/tmp/cowfs-pg-$port.log
+	: >"$log"; chown postgres "$log"
+	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -w -t 120 -l "$log" \
+		-o "-p $port -k /tmp -c listen_addresses=127.0.0.1 ${PG_OPTS:-}" start >/dev/null || return
+	local pm
+	pm=$(head -n1 "$d/postmaster.pid" 2>/dev/null)
+	[ -n "$pm" ] && _LIB_PGPID[$d]=$pm
+	return 0
+}
+
+pg_stop() {
+	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$1" -m fast -w -t 120 stop >/dev/null
+}
+
+pg_free_port() {
+	local p
+	for p in $(shuf -i 20000-60000 -n 50); do
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+	done
+	return 1
+}
+
+psql_q() {
+	local port=$1; shift
+	runuser -u postgres -- "$PGBIN/psql" -X -q -At -h /tmp -p "$port" -d postgres -v ON_ERROR_STOP=1 -c "$*"
+}
+
+# --- crash helpers ------------------------------------------------------
+
+# true if PID exists and is not a zombie
+_lib_alive() {
+	local st
+	st=$(awk '/^State:/{print $2; exit}' "/proc/$1/status" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# true if PID is a live process of the postgres user whose cwd is DIR or below it
+# (the postmaster and every backend chdir to the data directory; the cwd test keeps
+# a recycled pid of somebody else's Postgres from being mistaken for ours)
+_lib_pg_in_dir() {
+	local c
+	_lib_alive "$1" && [ "$(stat -c %u "/proc/$1" 2>/dev/null)" = "$_LIB_PGUID" ] || return 1
+	c=$(readlink "/proc/$1/cwd" 2>/dev/null) || return 1
+	c=${c% (deleted)}
+	[ "$c" = "$2" ] || [ "${c#"$2"/}" != "$c" ]
+}
+
+pg_postmaster_pid() {
+	local pm=${_LIB_PGPID[$1]:-}
+	[ -z "$pm" ] && pm=$(head -n1 "$1/postmaster.pid" 2>/dev/null)
+	[ -n "$pm" ] && echo "$pm"
+}
+
+pg_pids() {
+	local d=$1 pm p c
+	pm=$(pg_postmaster_pid "$d")
+	{
+		if [ -n "$pm" ] && _lib_pg_in_dir "$pm" "$d"; then
+			echo "$pm"
+			pgrep -P "$pm" -u postgres
+		fi
+		# this also finds children orphaned by a postmaster that already died
+		for p in $(pgrep -u postgres); do
+			_lib_pg_in_dir "$p" "$d" && echo "$p"
+		done
+	} | sort -un | while read -r p; do _lib_alive "$p" && echo "$p"; done
+}
+
+pg_kill9() {
+	local d=$1 pm pids left p i
+	pm=$(pg_postmaster_pid "$d")
+	# freeze the postmaster first so it forks no new child while we collect them
+	[ -n "$pm" ] && _lib_pg_in_dir "$pm" "$d" && kill -STOP "$pm" 2>/dev/null
+	pids=$(pg_pids "$d")
+	[ -z "$pids" ] && return 0
+	# shellcheck disable=SC2086
+	kill -KILL $pids 2>/dev/null
+	for i in $(seq 1 300); do
+		left=
+		for p in $pids $(pg_pids "$d"); do _lib_alive "$p" && left="$left $p"; done
+		[ -z "$left" ] && break
+		# shellcheck disable=SC2086
+		kill -KILL $left 2>/dev/null
+		sleep 0.1
+	done
+	if [ -z "$left" ]; then
+		# a zombie still owns its pid, and a new postmaster refuses to start while
+		# the pid in postmaster.pid answers kill(pid, 0): wait until init reaped them
+		for i in $(seq 1 300); do
+			left=
+			for p in $pids; do [ -e "/proc/$p" ] && left="$left $p"; done
+			[ -z "$left" ] && return 0
+			sleep 0.1
+		done
+		echo "pg_kill9 $d: killed, but not yet reaped after 30 s:$left" >&2
+		return 0
+	fi
+	echo "pg_kill9 $d: processes survive SIGKILL:$left" >&2
+	for p in $left; do echo "  $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) state $(awk '/^State:/{print $2}' "/proc/$p/status" 2>/dev/null)" >&2; done
+	return 1
+}
+
+cowfs_kill9() {
+	local pid i
+	pid=$(cowfs_daemon_pid "$1")
+	[ -n "$pid" ] || { echo "cowfs_kill9: no daemon for $1" >&2; return 1; }
+	kill -KILL "$pid" || return 1
+	for i in $(seq 1 300); do _lib_alive "$pid" || return 0; sleep 0.1; done
+	echo "cowfs_kill9: daemon $pid survives SIGKILL" >&2
+	return 1
+}
+
+cowfs_clear_dead() {
+	umount -l "$1" 2>/dev/null || fusermount3 -u -z "$1" 2>/dev/null
+	! grep -q " $1 fuse" /proc/mounts
+}
+
+bg_start() {
+	local __var=$1; shift
+	setsid "$@" &
+	local p=$!
+	_LIB_BGPIDS+=("$p")
+	printf -v "$__var" '%s' "$p"
+}
+
+bg_kill() {
+	kill -KILL -- "-$1" 2>/dev/null
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 0
+}
