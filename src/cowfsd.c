@@ -156,6 +156,7 @@ int main(int argc, char **argv)
 		cow_fs_close(ctx.fs);
 		return 1;
 	}
+	ctx.se = se;
 	if (fuse_set_signal_handlers(se) < 0 || fuse_session_mount(se, mnt) < 0) {
 		cow_err("cannot mount %s at %s", store, mnt);
 		fuse_session_destroy(se);

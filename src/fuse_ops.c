@@ -78,6 +78,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	/* Data changes only through this mount, so cached pages stay valid. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* Let the kernel turn O_TRUNC into a size-0 setattr, one path for all truncation. */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->max_write = 1 << 20;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
@@ -456,8 +458,14 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t node, int mode, off_t off, o
 
 static void op_lseek(fuse_req_t req, fuse_ino_t node, off_t off, int whence, struct fuse_file_info *fi)
 {
+	struct cow_fuse *c = ctx_of(req);
 	struct cow_branch *b = branch_of(req, node, NULL);
 	off_t res = 0;
+	/* The kernel does not write back dirty pages before FUSE_LSEEK: make it,
+	 * so that data still in its write-back cache is not reported as a hole.
+	 * Other worker threads serve the resulting writes. */
+	if (b && c->writeback_cache && c->se)
+		fuse_lowlevel_notify_inval_inode(c->se, node, 0, 0);
 	int r = b ? cow_branch_lseek(b, ino_of(node), off, whence, &res) : -ESTALE;
 	if (r < 0)
 		return reply_result(req, r);

@@ -24,6 +24,7 @@ struct cow_fuse {
 	double timeout;        /* entry and attribute cache time in branches (seconds) */
 	bool writeback_cache;  /* let the kernel cache writes (FUSE_CAP_WRITEBACK_CACHE) */
 	struct timespec mounted;
+	struct fuse_session *se;   /* for cache notifications */
 };
 
 extern const struct fuse_lowlevel_ops cow_fuse_ops;

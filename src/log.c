@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "hash.h"
 #include "io.h"
 #include "util.h"
 
@@ -29,6 +30,12 @@ struct cow_log {
 	bool syncing;              /* a leader is inside fdatasync */
 	int failed;                /* sticky -errno after a failed sync */
 	struct cow_log_stats stats;
+	/* the next segment, zero-filled ahead of need (protected by lock) */
+	pthread_t prep_thread;
+	pthread_cond_t prep_cond;
+	bool prep_running, prep_stop, prep_busy, prep_wanted;
+	int prep_fd;               /* >= 0: ready */
+	int prep_err;
 	/* written once per segment before any position in it is handed out: */
 	int fds[COW_LOG_MAX_SEGMENTS];
 };
@@ -69,24 +76,62 @@ static int check_seg_header(const uint8_t *h, uint32_t seg, const char *path)
 	return 0;
 }
 
-/* Create segment SEG durably: header written and synced, directory synced. */
-static int segment_create(const char *dir, uint32_t seg, int *ret_fd)
+#define PREP_NAME "prealloc.tmp"
+
+/* Write DIR/prealloc.tmp: COW_LOG_SEGMENT_MAX zero bytes, synced. */
+static int prealloc_file(const char *dir, int *ret_fd)
 {
 	char path[4096];
-	seg_path(dir, seg, path, sizeof path);
-	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	snprintf(path, sizeof path, "%s/" PREP_NAME, dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
+	static const uint8_t zeros[1 << 20];
+	struct iovec iov = { (void *)zeros, sizeof zeros };
+	int r = 0;
+	for (off_t off = 0; off < COW_LOG_SEGMENT_MAX && r == 0; off += sizeof zeros) {
+		ssize_t n = cow_io_pwritev_all(fd, &iov, 1, off);
+		if (n < 0)
+			r = (int)n;
+	}
+	if (r == 0)
+		r = cow_io_fdatasync(fd);
+	if (r < 0) {
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+/* Turn a prepared file into segment SEG: header, sync, rename, sync dir. */
+static int segment_install(const char *dir, int fd, uint32_t seg)
+{
+	char from[4096], to[4096];
+	snprintf(from, sizeof from, "%s/" PREP_NAME, dir);
+	seg_path(dir, seg, to, sizeof to);
 	uint8_t h[COW_LOG_SEG_HDR];
 	encode_seg_header(h, seg);
 	struct iovec iov = { h, sizeof h };
 	ssize_t n = cow_io_pwritev_all(fd, &iov, 1, 0);
 	int r = n < 0 ? (int)n : cow_io_fdatasync(fd);
+	if (r == 0 && rename(from, to) < 0)
+		r = -errno;
 	if (r == 0)
 		r = cow_fsync_path(dir);
+	return r;
+}
+
+static int segment_create(const char *dir, uint32_t seg, int *ret_fd)
+{
+	int fd;
+	int r = prealloc_file(dir, &fd);
+	if (r < 0)
+		return r;
+	r = segment_install(dir, fd, seg);
 	if (r < 0) {
 		close(fd);
-		unlink(path);
 		return r;
 	}
 	*ret_fd = fd;
@@ -206,6 +251,33 @@ static bool valid_record_after(struct reader *rd, uint64_t off)
 	return false;
 }
 
+static bool rest_is_zero(struct reader *rd, uint64_t off, int *err)
+{
+	*err = 0;
+	while (off < rd->size) {
+		size_t n = (size_t)COW_MIN(rd->size - off, (uint64_t)1 << 20);
+		const uint8_t *p = reader_get(rd, off, n, err);
+		if (!p || !cow_buf_is_zero(p, n))
+			return false;
+		off += n;
+	}
+	return true;
+}
+
+/* Overwrite [from, to) with zeros (a torn tail inside a preallocated segment). */
+static int zero_range(int fd, uint64_t from, uint64_t to)
+{
+	static const uint8_t zeros[1 << 16];
+	while (from < to) {
+		struct iovec iov = { (void *)zeros, (size_t)COW_MIN(to - from, (uint64_t)sizeof zeros) };
+		ssize_t n = cow_io_pwritev_all(fd, &iov, 1, (off_t)from);
+		if (n < 0)
+			return (int)n;
+		from += iov.iov_len;
+	}
+	return 0;
+}
+
 /* Scan one segment from START.  On the last segment a torn tail is cut
  * (if CUT), elsewhere any damage is an error.  *ret_end is the end offset. */
 static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool last, bool cut,
@@ -240,6 +312,13 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool 
 			off = next;
 			continue;
 		}
+		/* The clean end of a preallocated segment: zeros from here on. */
+		if (rest_is_zero(&rd, off, &err))
+			break;
+		if (err < 0) {
+			r = err;
+			break;
+		}
 		/* A bad record: a torn tail if nothing valid follows, damage otherwise. */
 		if (valid_record_after(&rd, off)) {
 			const uint8_t *h = reader_get(&rd, off, COW_LOG_REC_HDR, &err);
@@ -272,9 +351,9 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool 
 			break;
 		}
 		if (cut) {
-			cow_warn("%s: cutting a torn tail of %llu bytes at offset %llu (an append that was "
-				 "never synced)", path, (unsigned long long)(rd.size - off), (unsigned long long)off);
-			r = cow_io_ftruncate(log->fds[seg], off);
+			cow_warn("%s: clearing a torn tail at offset %llu (an append that was never synced)",
+				 path, (unsigned long long)off);
+			r = zero_range(log->fds[seg], off, rd.size);
 			if (r == 0)
 				r = cow_io_fdatasync(log->fds[seg]);
 		}
@@ -324,6 +403,33 @@ static int list_segments(const char *dir, uint32_t *ret_first, uint32_t *ret_las
 	return 0;
 }
 
+/* Prepares the next segment once the current one is half full. */
+static void *preparer(void *arg)
+{
+	struct cow_log *log = arg;
+	pthread_mutex_lock(&log->lock);
+	while (!log->prep_stop) {
+		if (!log->prep_wanted || log->prep_fd >= 0 || log->prep_err) {
+			pthread_cond_wait(&log->prep_cond, &log->lock);
+			continue;
+		}
+		log->prep_busy = true;
+		pthread_mutex_unlock(&log->lock);
+		int fd = -1;
+		int r = prealloc_file(log->dir, &fd);
+		pthread_mutex_lock(&log->lock);
+		log->prep_busy = false;
+		log->prep_wanted = false;
+		if (r < 0)
+			log->prep_err = r;
+		else
+			log->prep_fd = fd;
+		pthread_cond_broadcast(&log->prep_cond);
+	}
+	pthread_mutex_unlock(&log->lock);
+	return NULL;
+}
+
 int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_log **ret)
 {
 	struct cow_log *log = calloc(1, sizeof *log);
@@ -333,6 +439,8 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 		log->fds[i] = -1;
 	pthread_mutex_init(&log->lock, NULL);
 	pthread_cond_init(&log->synced_cond, NULL);
+	pthread_cond_init(&log->prep_cond, NULL);
+	log->prep_fd = -1;
 	int r = -ENOMEM;
 	log->dir = strdup(dir);
 	if (!log->dir)
@@ -374,6 +482,12 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	log->cur_seg = last;
 	log->stats.segments = last - first + 1;
 	log->synced = COW_LOG_POS(log->cur_seg, log->cur_off);
+	char prep[4096];
+	snprintf(prep, sizeof prep, "%s/" PREP_NAME, dir);
+	unlink(prep); /* a leftover from a previous run may be half written */
+	if ((r = -pthread_create(&log->prep_thread, NULL, preparer, log)) < 0)
+		goto fail;
+	log->prep_running = true;
 	*ret = log;
 	return 0;
 fail:
@@ -385,6 +499,19 @@ void cow_log_close(struct cow_log *log)
 {
 	if (!log)
 		return;
+	if (log->prep_running) {
+		pthread_mutex_lock(&log->lock);
+		log->prep_stop = true;
+		pthread_cond_broadcast(&log->prep_cond);
+		pthread_mutex_unlock(&log->lock);
+		pthread_join(log->prep_thread, NULL);
+	}
+	if (log->prep_fd >= 0) {
+		char prep[4096];
+		snprintf(prep, sizeof prep, "%s/" PREP_NAME, log->dir);
+		close(log->prep_fd);
+		unlink(prep);
+	}
 	if (log->cur_seg)
 		cow_log_sync(log);
 	for (uint32_t s = log->first_seg; s && s <= log->cur_seg; s++)
@@ -405,10 +532,20 @@ static int roll_segment(struct cow_log *log)
 		cow_err("fdatasync of segment %u failed: %s; the store is now read-only", log->cur_seg, strerror(-r));
 		return -EIO;
 	}
-	int fd;
-	r = segment_create(log->dir, log->cur_seg + 1, &fd);
-	if (r < 0)
+	while (log->prep_busy)
+		pthread_cond_wait(&log->prep_cond, &log->lock);
+	int fd = log->prep_fd;
+	log->prep_fd = -1;
+	log->prep_err = 0;
+	if (fd < 0 && (r = prealloc_file(log->dir, &fd)) < 0)
 		return r;
+	if ((r = segment_install(log->dir, fd, log->cur_seg + 1)) < 0) {
+		char prep[4096];
+		snprintf(prep, sizeof prep, "%s/" PREP_NAME, log->dir);
+		close(fd);
+		unlink(prep);
+		return r;
+	}
 	log->fds[log->cur_seg + 1] = fd;
 	log->synced = COW_LOG_POS(log->cur_seg + 1, COW_LOG_SEG_HDR);
 	log->cur_seg++;
@@ -459,6 +596,10 @@ int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, 
 	}
 	*ret_pos = COW_LOG_POS(log->cur_seg, log->cur_off);
 	log->cur_off += total;
+	if (log->cur_off > COW_LOG_SEGMENT_MAX / 2 && log->prep_fd < 0 && !log->prep_busy && !log->prep_wanted) {
+		log->prep_wanted = true;
+		pthread_cond_broadcast(&log->prep_cond);
+	}
 	log->stats.bytes += total;
 	log->stats.appends++;
 	r = 0;

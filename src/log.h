@@ -6,6 +6,12 @@
  * The byte layout is in docs/FORMAT.md.  A position (uint64) is
  * segno << 32 | offset of the record header; positions only grow.
  *
+ * Segments are zero-filled and synced to their full size before the first
+ * record goes in (a background thread prepares the next one), so that an
+ * append changes neither the file's size nor its allocation, and fdatasync
+ * flushes data only, as Postgres does with its own WAL segments.  The log
+ * ends at the first all-zero record header.
+ *
  * Calling sequence:
  *   cow_log_create(dir)                   once, makes segment 1
  *   cow_log_open(dir, fn, ctx, &log)      checks every record's CRC, calls fn
@@ -28,8 +34,8 @@
 #include <sys/uio.h>
 
 #define COW_LOG_VERSION 1
-#define COW_LOG_SEGMENT_MAX (256u << 20)
-#define COW_LOG_MAX_SEGMENTS 16384
+#define COW_LOG_SEGMENT_MAX (64u << 20)
+#define COW_LOG_MAX_SEGMENTS 65536
 #define COW_LOG_REC_HDR 16
 #define COW_LOG_SEG_HDR 32
 #define COW_LOG_REC_MAX (64u << 20)

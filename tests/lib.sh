@@ -5,7 +5,8 @@
 #   cowfs_bin_dir               build/ of this tree (override with COWFS_BIN)
 #   tmpdir_new VAR              make a temp dir (removed at exit), store path in VAR
 #   store_init STORE [OWNER]    cowfs init
-#   cowfs_mount STORE MNT       mount (background daemon); registers cleanup
+#   cowfs_mount STORE MNT [ARGS] mount (background daemon), ARGS go to cowfs mount
+#                               (e.g. -o nowriteback); registers cleanup
 #   cowfs_umount MNT            unmount, wait for the daemon to exit
 #   cowfs_daemon_pid MNT        pid of the daemon serving MNT
 #   pg_initdb DATADIR           initdb as postgres (extra initdb options from $INITDB_OPTS)
