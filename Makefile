@@ -57,10 +57,10 @@ UNIT := $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 $(B)/test_%: tests/unit/test_%.c $(B)/libcowfs.a
-	$(CC) $(CFLAGS) -Isrc $(shell $(PKG_CONFIG) --cflags check) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Isrc $(shell $(PKG_CONFIG) --cflags check) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(CHECK_LIBS) $(LDLIBS)
 
 $(B)/fsops: tests/fsops.c | $(B)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^)
 
 unit: $(UNIT)
 	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done

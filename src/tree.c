@@ -202,13 +202,12 @@ int cow_tree_get(struct cow_tree *t, uint64_t key, void *ret_val)
 	if (r < 0)
 		return r;
 	struct tnode *n = t->root;
-	while (n && n->level) {
-		if (!fits(t, n->level, key))
-			n = NULL;
-		else if ((r = kid_get(t, n, kid_index(t, n->level, key), false, &n)) < 0)
+	if (n && !fits(t, n->level, key))
+		n = NULL; /* beyond what the tree covers */
+	while (n && n->level)
+		if ((r = kid_get(t, n, kid_index(t, n->level, key), false, &n)) < 0)
 			return r;
-	}
-	if (!n || (n == t->root && !fits(t, 0, key)))
+	if (!n)
 		memset(ret_val, 0, t->value_size);
 	else
 		memcpy(ret_val, n->vals + (size_t)(key & (t->leaf_fanout - 1)) * t->value_size, t->value_size);

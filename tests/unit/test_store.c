@@ -1,0 +1,243 @@
+/* Unit tests of the object store: round trips across reopen, dedup, the
+ * implicit zero block, hash verification on every read, damaged records,
+ * superblock checks and the single-owner lock. */
+#include "crc32c.h"
+#include "hash.h"
+#include "log.h"
+#include "store.h"
+#include "testutil.h"
+
+static struct cow_store *open_new(char **tmp, char **path)
+{
+	*path = tu_store_path(tmp);
+	ck_assert_int_eq(cow_store_create(*path), 0);
+	struct cow_store *s;
+	ck_assert_int_eq(cow_store_open(*path, &s), 0);
+	return s;
+}
+
+START_TEST(test_roundtrip_and_reopen)
+{
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	uint8_t blk[COW_BLOCK_SIZE], got[COW_BLOCK_SIZE];
+	cow_hash h[50];
+	for (int i = 0; i < 50; i++) {
+		tu_fill(blk, sizeof blk, i);
+		ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &h[i]), 0);
+		ck_assert(!cow_hash_is_zero(&h[i]));
+	}
+	/* an object of another size: a metadata node */
+	cow_hash hs;
+	ck_assert_int_eq(cow_store_put(s, "hello", 5, &hs), 0);
+	ck_assert_int_eq(cow_store_sync(s), 0);
+	cow_store_close(s);
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	for (int i = 0; i < 50; i++) {
+		tu_fill(blk, sizeof blk, i);
+		ck_assert_int_eq(cow_store_get(s, &h[i], got, sizeof got), 0);
+		ck_assert_mem_eq(got, blk, sizeof blk);
+	}
+	void *buf;
+	size_t len;
+	ck_assert_int_eq(cow_store_get_alloc(s, &hs, &buf, &len), 0);
+	ck_assert_uint_eq(len, 5);
+	ck_assert_mem_eq(buf, "hello", 5);
+	free(buf);
+	/* asking for the wrong size is an error, not a short read */
+	ck_assert_int_eq(cow_store_get(s, &hs, got, 8), -EIO);
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+START_TEST(test_dedup_and_zero)
+{
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	uint8_t blk[COW_BLOCK_SIZE], zero[COW_BLOCK_SIZE] = { 0 }, got[COW_BLOCK_SIZE];
+	tu_fill(blk, sizeof blk, 7);
+	cow_hash a, b, z;
+	struct cow_store_stats st0, st1, st2;
+	cow_store_get_stats(s, &st0);
+	ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &a), 0);
+	cow_store_get_stats(s, &st1);
+	ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &b), 0);
+	cow_store_get_stats(s, &st2);
+	ck_assert(cow_hash_eq(&a, &b));
+	ck_assert_uint_eq(st2.objects, st1.objects);
+	ck_assert_uint_eq(st2.log_bytes, st1.log_bytes); /* stored once */
+	ck_assert_uint_eq(st2.dedup_hits, st1.dedup_hits + 1);
+	ck_assert_uint_gt(st1.log_bytes, st0.log_bytes);
+	/* the zero block is never stored and reads back as zeros */
+	ck_assert_int_eq(cow_store_put(s, zero, sizeof zero, &z), 0);
+	ck_assert(cow_hash_is_zero(&z));
+	struct cow_store_stats st3;
+	cow_store_get_stats(s, &st3);
+	ck_assert_uint_eq(st3.log_bytes, st2.log_bytes);
+	memset(got, 0xAA, sizeof got);
+	ck_assert_int_eq(cow_store_get(s, &z, got, sizeof got), 0);
+	ck_assert_mem_eq(got, zero, sizeof zero);
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+/* Offset of the payload byte BYTE of the object record holding H. */
+struct find { cow_hash h; uint64_t pos; };
+static int find_rec(void *ctx, uint64_t pos, unsigned type, const uint8_t *p, uint32_t len)
+{
+	struct find *f = ctx;
+	if (type == COW_REC_OBJ && len >= 32 && memcmp(p, f->h.b, 32) == 0)
+		f->pos = pos;
+	return 0;
+}
+
+static uint64_t locate(const char *path, const cow_hash *h)
+{
+	char dir[600];
+	snprintf(dir, sizeof dir, "%s/segments", path);
+	struct find f = { *h, 0 };
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, find_rec, &f, &log), 0);
+	cow_log_close(log);
+	ck_assert_uint_ne(f.pos, 0);
+	return f.pos;
+}
+
+START_TEST(test_flipped_byte_detected_on_read)
+{
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	uint8_t blk[COW_BLOCK_SIZE], got[COW_BLOCK_SIZE];
+	cow_hash h1, h2;
+	tu_fill(blk, sizeof blk, 1);
+	ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &h1), 0);
+	tu_fill(blk, sizeof blk, 2);
+	ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &h2), 0);
+	ck_assert_int_eq(cow_store_sync(s), 0);
+	cow_store_close(s);
+	uint64_t pos = locate(path, &h1);
+	char seg[700];
+	tu_seg_path(path, COW_LOG_POS_SEG(pos), seg, sizeof seg);
+
+	/* damage under a running store: the read verifies the hash */
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	tu_flip_byte(seg, COW_LOG_POS_OFF(pos) + COW_LOG_REC_HDR + 32 + 4000);
+	ck_assert_int_eq(cow_store_get(s, &h1, got, sizeof got), -EIO);
+	ck_assert_int_eq(cow_store_get(s, &h2, got, sizeof got), 0);
+	ck_assert_mem_eq(got, blk, sizeof blk);
+	cow_store_close(s);
+
+	/* damage found at open: the store opens, the damaged object is EIO, the rest reads */
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	ck_assert_int_eq(cow_store_get(s, &h1, got, sizeof got), -EIO);
+	ck_assert_int_eq(cow_store_has(s, &h1), 0);
+	ck_assert_int_eq(cow_store_get(s, &h2, got, sizeof got), 0);
+	/* writing the same content again heals it */
+	tu_fill(blk, sizeof blk, 1);
+	cow_hash h1b;
+	ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &h1b), 0);
+	ck_assert(cow_hash_eq(&h1, &h1b));
+	ck_assert_int_eq(cow_store_get(s, &h1, got, sizeof got), 0);
+	ck_assert_mem_eq(got, blk, sizeof blk);
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+START_TEST(test_superblock_checks)
+{
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	cow_store_close(s);
+	ck_assert_int_eq(cow_store_create(path), -EEXIST);
+	char sb[600];
+	snprintf(sb, sizeof sb, "%s/cowfs.super", path);
+	/* a newer format version (with a valid checksum) is refused */
+	int fd = open(sb, O_RDWR);
+	uint8_t b[64];
+	ck_assert_int_eq(pread(fd, b, 64, 0), 64);
+	uint8_t saved[64];
+	memcpy(saved, b, 64);
+	b[8] = 2;
+	uint32_t c = cow_crc32c(0, b, 60);
+	memcpy(b + 60, &c, 4);
+	ck_assert_int_eq(pwrite(fd, b, 64, 0), 64);
+	ck_assert_int_eq(cow_store_open(path, &s), -EPROTONOSUPPORT);
+	/* a damaged superblock is refused */
+	b[8] = 1;
+	ck_assert_int_eq(pwrite(fd, b, 64, 0), 64); /* checksum now wrong */
+	ck_assert_int_eq(cow_store_open(path, &s), -EBADMSG);
+	ck_assert_int_eq(pwrite(fd, saved, 64, 0), 64);
+	close(fd);
+	/* not a store at all */
+	ck_assert_int_eq(cow_store_open(tmp, &s), -ENOENT);
+	/* one owner at a time */
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	struct cow_store *s2;
+	ck_assert_int_eq(cow_store_open(path, &s2), -EBUSY);
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+START_TEST(test_segment_roll)
+{
+	/* more than one segment's worth of objects: all readable after reopen */
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	size_t n = COW_LOG_SEGMENT_MAX / COW_BLOCK_SIZE + 500;
+	uint8_t blk[COW_BLOCK_SIZE], got[COW_BLOCK_SIZE];
+	cow_hash *h = malloc(n * sizeof *h);
+	for (size_t i = 0; i < n; i++) {
+		tu_fill(blk, sizeof blk, 1000 + i);
+		ck_assert_int_eq(cow_store_put(s, blk, sizeof blk, &h[i]), 0);
+	}
+	ck_assert_int_eq(cow_store_sync(s), 0);
+	cow_store_close(s);
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	struct cow_store_stats st;
+	cow_store_get_stats(s, &st);
+	ck_assert_uint_eq(st.objects, n);
+	for (size_t i = 0; i < n; i += 97) {
+		tu_fill(blk, sizeof blk, 1000 + i);
+		ck_assert_int_eq(cow_store_get(s, &h[i], got, sizeof got), 0);
+		ck_assert_mem_eq(got, blk, sizeof blk);
+	}
+	char seg2[700];
+	tu_seg_path(path, 2, seg2, sizeof seg2);
+	ck_assert_int_eq(access(seg2, F_OK), 0);
+	cow_store_close(s);
+	free(h);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc = tcase_create("core");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_roundtrip_and_reopen);
+	tcase_add_test(tc, test_dedup_and_zero);
+	tcase_add_test(tc, test_flipped_byte_detected_on_read);
+	tcase_add_test(tc, test_superblock_checks);
+	tcase_add_test(tc, test_segment_roll);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
