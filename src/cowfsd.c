@@ -137,25 +137,27 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* Options are checked (by libfuse) before the store is opened and perhaps
+	 * recovered: bad input changes nothing. */
 	struct cow_fuse ctx = { .timeout = o.timeout, .writeback_cache = o.writeback };
 	clock_gettime(CLOCK_REALTIME, &ctx.mounted);
-	int r = cow_fs_open(store, &ctx.fs);
-	if (r < 0) {
-		cow_err("cannot open store %s: %s", store, strerror(-r));
-		return 1;
-	}
-
 	char fsname[PATH_MAX + sizeof o.fuse_opts + 128];
 	snprintf(fsname, sizeof fsname, "-osubtype=cowfs,fsname=%s,allow_other,default_permissions%s", store,
 		 o.fuse_opts);
 	char *fargv[] = { argv[0], fsname, o.debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 3 : 2, fargv);
 	struct fuse_session *se = fuse_session_new(&args, &cow_fuse_ops, sizeof cow_fuse_ops, &ctx);
-	if (!se) {
-		cow_err("cannot start a FUSE session (bad mount options?)");
-		cow_fs_close(ctx.fs);
+	if (!se) /* libfuse has said why (an unknown option, usually) */
+		return 1;
+	unsigned said = cow_msg_count();
+	int r = cow_fs_open(store, &ctx.fs);
+	if (r < 0) {
+		if (cow_msg_count() == said) /* the reason was not given yet */
+			cow_err("cannot open store %s: %s", store, strerror(-r));
+		fuse_session_destroy(se);
 		return 1;
 	}
+
 	ctx.se = se;
 	if (fuse_set_signal_handlers(se) < 0 || fuse_session_mount(se, mnt) < 0) {
 		cow_err("cannot mount %s at %s", store, mnt);

@@ -339,8 +339,8 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool 
 				off += pad8(COW_LOG_REC_HDR + plen);
 				continue;
 			}
-			cow_err("%s: record at offset %llu is damaged (checksum or header); "
-				"run 'cowfs fsck' to see what it held", path, (unsigned long long)off);
+			cow_err("%s: record at offset %llu is damaged (checksum or header) and valid records "
+				"follow it: not a torn tail, so nothing is cut", path, (unsigned long long)off);
 			r = -EBADMSG;
 			break;
 		}

@@ -10,6 +10,9 @@
 
 static FILE *msg_file;
 static const char *msg_prefix = "cowfs";
+static unsigned msg_count;
+
+unsigned cow_msg_count(void) { return __atomic_load_n(&msg_count, __ATOMIC_RELAXED); }
 
 void cow_msg_set_file(FILE *f) { msg_file = f; }
 void cow_msg_set_prefix(const char *prefix) { msg_prefix = prefix; }
@@ -31,8 +34,23 @@ static void vmsg(const char *level, const char *fmt, va_list ap)
 	fflush(f);
 }
 
-void cow_err(const char *fmt, ...) { va_list ap; va_start(ap, fmt); vmsg("", fmt, ap); va_end(ap); }
-void cow_warn(const char *fmt, ...) { va_list ap; va_start(ap, fmt); vmsg("warning: ", fmt, ap); va_end(ap); }
+void cow_err(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+	__atomic_add_fetch(&msg_count, 1, __ATOMIC_RELAXED);
+}
+
+void cow_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg("warning: ", fmt, ap);
+	va_end(ap);
+	__atomic_add_fetch(&msg_count, 1, __ATOMIC_RELAXED);
+}
 void cow_info(const char *fmt, ...)
 {
 	if (!msg_file && !getenv("COWFS_VERBOSE"))

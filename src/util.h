@@ -20,6 +20,8 @@ void cow_msg_set_prefix(const char *prefix);
 void cow_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cow_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cow_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* How many errors and warnings were printed so far (to avoid saying a thing twice). */
+unsigned cow_msg_count(void);
 
 static inline void cow_put_le16(void *p, uint16_t v) { uint8_t *b = p; b[0] = v; b[1] = v >> 8; }
 static inline void cow_put_le32(void *p, uint32_t v) { uint8_t *b = p; for (int i = 0; i < 4; i++) b[i] = v >> (8 * i); }
