@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# tests/mount.sh — the ways an operator mounts a store: `make install
+# DESTDIR=...` installs cowfs, cowfsd, mount.cowfs and the man pages;
+# mount.cowfs takes mount(8)'s argument order and fstab options; and
+# `mount -t cowfs` works (through /sbin/mount.cowfs, put there for the test
+# only if absent, and removed again at exit).
+source "$(dirname "$0")/lib.sh"
+
+tmpdir_new T
+make -s -C "$TOP" install DESTDIR="$T/root" PREFIX=/usr >/dev/null || fail "make install DESTDIR=$T/root"
+for f in usr/bin/cowfs usr/bin/cowfsd sbin/mount.cowfs; do
+	[ -x "$T/root/$f" ] || [ -L "$T/root/$f" ] || fail "make install did not install $f"
+done
+[ "$(readlink "$T/root/sbin/mount.cowfs")" = /usr/bin/cowfsd ] || fail "mount.cowfs does not point at /usr/bin/cowfsd"
+ls "$T/root/usr/share/man/man1/cowfs.1" "$T/root/usr/share/man/man8/cowfsd.8" >/dev/null 2>&1 ||
+	fail "make install did not install the man pages"
+pass "make install DESTDIR= installs binaries, mount.cowfs and man pages"
+
+store=$T/store
+mnt=$T/mnt
+mkdir -p "$mnt"
+"$T/root/usr/bin/cowfs" init "$store" --owner postgres >/dev/null || fail "installed cowfs init"
+
+# mount(8) calls helpers as: mount.cowfs SPEC DIR [-sfnv] [-o OPTIONS]
+helper=$T/mount.cowfs
+ln -s "$T/root/usr/bin/cowfsd" "$helper"
+_LIB_MOUNTS+=("$mnt")
+"$helper" "$store" "$mnt" -n -o rw,noatime,defaults,_netdev,nofail || fail "mount.cowfs with fstab options"
+grep -q " $mnt fuse.cowfs .*noatime" /proc/mounts || fail "not mounted as fuse.cowfs with noatime"
+[ -d "$mnt/main" ] || fail "no branch main under $mnt"
+cowfs_umount "$mnt" || fail "umount after mount.cowfs"
+pass "mount.cowfs SPEC DIR -n -o rw,noatime,defaults,_netdev,nofail"
+
+# mount -t cowfs, through /sbin/mount.cowfs
+placed=
+if [ ! -e /sbin/mount.cowfs ]; then
+	ln -s "$T/root/usr/bin/cowfsd" /sbin/mount.cowfs || fail "cannot place /sbin/mount.cowfs"
+	placed=1
+fi
+trap '[ -n "$placed" ] && rm -f /sbin/mount.cowfs; _lib_cleanup' EXIT
+mount -t cowfs "$store" "$mnt" || fail "mount -t cowfs $store $mnt"
+echo via-mount >"$mnt/main/f" || fail "write through mount -t cowfs"
+cowfs_umount "$mnt" || fail "umount after mount -t cowfs"
+mount -t cowfs -o ro "$store" "$mnt" || fail "mount -t cowfs -o ro"
+[ "$(cat "$mnt/main/f")" = via-mount ] || fail "data written before umount not there after mount -o ro"
+echo x 2>/dev/null >"$mnt/main/g" && fail "a read-only mount accepted a write"
+cowfs_umount "$mnt" || fail "umount"
+pass "mount -t cowfs STORE DIR (and -o ro refuses writes)"
+echo "ok: mount.sh: all checks passed"
