@@ -580,14 +580,18 @@ int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *re
 	 * of them are folded into the root, so replay may start here. */
 	*ret_log_pos = cow_store_log_end(b->store);
 	b->dirty = false;
-	/* Keep memory bounded: inodes the kernel no longer references and that
-	 * are clean can be read back from the tree when needed. */
+	/* Keep memory bounded: everything is clean now and can be read back on
+	 * demand.  Inodes the kernel no longer references go; the others drop
+	 * their loaded tree nodes. */
 	for (size_t i = 0; i < b->cache_buckets; i++)
 		for (struct cow_inode *in = b->cache[i], *nx; in; in = nx) {
 			nx = in->next;
-			if (!in->dirty && in->nlookup == 0 && in->ino != COW_ROOT_INO)
+			if (in->nlookup == 0 && in->ino != COW_ROOT_INO)
 				cache_remove(b, in);
+			else if (in->map)
+				cow_tree_trim(in->map);
 		}
+	cow_tree_trim(b->itable);
 out:
 	pthread_mutex_unlock(&b->lock);
 	if (r == 0)

@@ -383,4 +383,13 @@ int cow_tree_commit(struct cow_tree *t, cow_hash *ret_root)
 }
 
 bool cow_tree_dirty(const struct cow_tree *t) { return t->root && t->root->dirty; }
+
+void cow_tree_trim(struct cow_tree *t)
+{
+	if (!t->root || t->root->dirty)
+		return;
+	t->root_hash = t->root->hash;
+	node_free(t, t->root);
+	t->root = NULL;
+}
 size_t cow_tree_mem(const struct cow_tree *t) { return t->mem; }

@@ -40,6 +40,8 @@ int cow_tree_next(struct cow_tree *t, uint64_t from, uint64_t *ret_key, void *re
 int cow_tree_truncate(struct cow_tree *t, uint64_t from);
 int cow_tree_commit(struct cow_tree *t, cow_hash *ret_root);
 bool cow_tree_dirty(const struct cow_tree *t);
+/* Drop every loaded node of a clean tree (they are read back on demand). */
+void cow_tree_trim(struct cow_tree *t);
 /* Bytes of node memory held. */
 size_t cow_tree_mem(const struct cow_tree *t);
 #endif
