@@ -18,6 +18,8 @@
 #define ROOT_MAGIC 0x52534643u /* "CFSR" */
 #define ROOT_VERSION 1
 #define ROOT_SIZE 48
+/* At most this many blocks in one transaction (a 1 MiB record of hashes). */
+#define COW_TX_MAX_BLOCKS 32768
 
 /* Transaction ops, appended in one META record: see docs/FORMAT.md. */
 enum {
@@ -295,7 +297,7 @@ static int apply_op(struct cow_branch *b, uint8_t op, const uint8_t *p, uint32_t
 		}
 		in->rec = rec;
 		if (fresh && S_ISDIR(rec.mode))
-			in->dir_dirty = true; /* an empty directory is still written out */
+			in->dir_dirty = true; /* written out at checkpoint, even while empty */
 		in->dirty = true;
 		if (ino >= b->next_ino)
 			b->next_ino = ino + 1;
@@ -706,6 +708,8 @@ static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off,
 	if (r < 0 || len == 0)
 		return r;
 	uint64_t first = off / BS, last = (off + len - 1) / BS;
+	if (last - first >= COW_TX_MAX_BLOCKS)
+		return -EFBIG; /* callers split larger ranges into several transactions */
 	uint32_t n = (uint32_t)(last - first + 1);
 	cow_hash *h = malloc(n * sizeof *h);
 	uint8_t *tmp = malloc(BS);
@@ -1237,21 +1241,28 @@ int cow_branch_fallocate(struct cow_branch *b, uint64_t ino, int mode, off_t off
 		r = -EOPNOTSUPP;
 		goto out;
 	}
-	struct cow_irec rec = in->rec;
-	tx_begin(b);
-	if (zero && (uint64_t)off < rec.size) {
-		size_t zlen = (size_t)COW_MIN((uint64_t)len, rec.size - off);
-		if ((r = tx_write_range(b, in, off, zlen, NULL)) < 0)
+	/* Zero [off, zend) in transactions of bounded size (fallocate is not
+	 * atomic in POSIX either); the last one also sets the size.  Space is
+	 * not reserved: blocks are allocated when written (see README). */
+	uint64_t zend = zero && (uint64_t)off < in->rec.size ? COW_MIN((uint64_t)(off + len), in->rec.size) : (uint64_t)off;
+	const uint64_t chunk = (uint64_t)COW_TX_MAX_BLOCKS * BS / 2;
+	for (uint64_t at = off;;) {
+		uint64_t end = COW_MIN(zend, at + chunk);
+		struct cow_irec rec = in->rec;
+		tx_begin(b);
+		if (at < end && (r = tx_write_range(b, in, (off_t)at, end - at, NULL)) < 0)
 			goto out;
+		bool last = end >= zend;
+		if (last && !keep && (uint64_t)(off + len) > rec.size)
+			rec.size = off + len;
+		now(&rec.ctime);
+		if (zero)
+			rec.mtime = rec.ctime;
+		tx_inode(b, ino, &rec);
+		if ((r = tx_commit(b)) < 0 || last)
+			goto out;
+		at = end;
 	}
-	/* Space is not reserved: blocks are allocated when written (see README). */
-	if (!keep && (uint64_t)(off + len) > rec.size)
-		rec.size = off + len;
-	now(&rec.ctime);
-	if (zero)
-		rec.mtime = rec.ctime;
-	tx_inode(b, ino, &rec);
-	r = tx_commit(b);
 out:
 	pthread_mutex_unlock(&b->lock);
 	return r;

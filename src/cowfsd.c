@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -112,15 +113,15 @@ int main(int argc, char **argv)
 		case 's': case 'n': case 'v': break; /* mount(8) helper flags: nothing to do */
 		case 'o':
 			if (parse_o(&o, optarg) < 0)
-				return 1;
+				return 2;
 			break;
 		case 'h': usage(stdout, prog); return 0;
-		default: usage(stderr, prog); return 1;
+		default: usage(stderr, prog); return 2;
 		}
 	}
 	if (argc - optind != 2) {
 		usage(stderr, prog);
-		return 1;
+		return 2;
 	}
 	char store[PATH_MAX], mnt[PATH_MAX];
 	if (!realpath(argv[optind], store)) {
@@ -149,6 +150,12 @@ int main(int argc, char **argv)
 	struct fuse_session *se = fuse_session_new(&args, &cow_fuse_ops, sizeof cow_fuse_ops, &ctx);
 	if (!se) /* libfuse has said why (an unknown option, usually) */
 		return 1;
+	/* One descriptor per log segment stays open: allow as many as the system does. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	unsigned said = cow_msg_count();
 	int r = cow_fs_open(store, &ctx.fs);
 	if (r < 0) {
@@ -169,6 +176,8 @@ int main(int argc, char **argv)
 		char logpath[PATH_MAX + 16];
 		snprintf(logpath, sizeof logpath, "%s/cowfsd.log", store);
 		FILE *logf = fopen(logpath, "a");
+		if (!logf)
+			cow_warn("cannot open %s (%s): messages after detaching are lost", logpath, strerror(errno));
 		if (fuse_daemonize(0) < 0) {
 			cow_err("cannot detach from the terminal");
 			fuse_session_unmount(se);
@@ -199,5 +208,6 @@ int main(int argc, char **argv)
 		cow_err("final checkpoint failed: %s (the log still holds every synced change)", strerror(-r));
 	else
 		cow_info("unmounted %s; store checkpointed", mnt);
-	return loop != 0 || r < 0;
+	/* The loop returns a signal number after SIGTERM/SIGINT/SIGHUP: a clean stop. */
+	return loop < 0 || r < 0;
 }

@@ -7,8 +7,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "branch.h"
+#include "log.h"
 #include "ref.h"
 #include "store.h"
 #include "util.h"
@@ -40,8 +42,12 @@ int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
 	if (r < 0)
 		return r;
 	struct cow_store *s;
-	if ((r = cow_store_open(path, &s)) < 0)
+	if ((r = cow_store_open(path, &s)) < 0) {
+		char super[4096];
+		snprintf(super, sizeof super, "%s/cowfs.super", path);
+		unlink(super);
 		return r;
+	}
 	struct cow_branch *b = NULL;
 	struct cow_ref ref = { .name = "main", .id = 1, .created = time(NULL), .owner = uid };
 	r = cow_branch_open(s, ref.id, &cow_hash_zero, cow_store_log_end(s), &b);
@@ -53,6 +59,12 @@ int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
 		r = cow_ref_write(path, &ref);
 	cow_branch_free(b);
 	cow_store_close(s);
+	if (r < 0) {
+		/* Without its superblock the directory is no store, and init may be tried again. */
+		char super[4096];
+		snprintf(super, sizeof super, "%s/cowfs.super", path);
+		unlink(super);
+	}
 	return r;
 }
 
@@ -67,24 +79,32 @@ int cow_fs_open(const char *path, struct cow_fs **ret)
 	fs->nslots = 1;
 	char **names = NULL;
 	size_t n = 0;
-	int r = cow_store_open(path, &fs->store);
+	/* Every ref is read and checked before the store is opened: opening
+	 * recovers the log, and bad input must change nothing. */
+	int r = cow_ref_list(path, &names, &n);
 	if (r < 0)
 		goto fail;
-	if ((r = cow_ref_list(path, &names, &n)) < 0)
-		goto fail;
-	if (n == 0) {
-		cow_err("%s: the store has no branches (refs/branches/ is empty)", path);
-		r = -EBADMSG;
-		goto fail;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct slot *sl = &fs->slots[fs->nslots];
-		if (fs->nslots >= COW_FS_MAX_BRANCHES) {
-			r = -ENOSPC;
+	if (n == 0 && access(path, F_OK) == 0) {
+		char super[4096];
+		snprintf(super, sizeof super, "%s/cowfs.super", path);
+		if (access(super, F_OK) == 0) {
+			cow_err("%s: the store has no branches (refs/branches/ is empty)", path);
+			r = -EBADMSG;
 			goto fail;
 		}
-		if ((r = cow_ref_read(path, names[i], &sl->ref)) < 0)
+	}
+	if (n >= COW_FS_MAX_BRANCHES) {
+		cow_err("%s: more than %d branches", path, COW_FS_MAX_BRANCHES - 1);
+		r = -ENOSPC;
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((r = cow_ref_read(path, names[i], &fs->slots[i + 1].ref)) < 0)
 			goto fail;
+	if ((r = cow_store_open(path, &fs->store)) < 0)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		struct slot *sl = &fs->slots[fs->nslots];
 		r = cow_branch_open(fs->store, sl->ref.id, &sl->ref.root, sl->ref.log_pos, &sl->branch);
 		if (r < 0) {
 			cow_err("%s: branch %s cannot be loaded: %s", path, names[i], strerror(-r));
@@ -145,7 +165,7 @@ static uint64_t log_distance(uint64_t from, uint64_t to)
 {
 	/* positions are segment:offset; count whole segments as full */
 	uint64_t segs = (to >> 32) - (from >> 32);
-	return segs * (256ull << 20) + (uint32_t)to - (uint32_t)from;
+	return segs * COW_LOG_SEGMENT_MAX + (uint32_t)to - (uint32_t)from;
 }
 
 static void *checkpointer(void *arg)

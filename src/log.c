@@ -211,7 +211,7 @@ static enum rec_state rec_check(struct reader *rd, uint64_t off, const uint8_t *
 		return REC_BAD;
 	const uint8_t *h = reader_get(rd, off, COW_LOG_REC_HDR, err);
 	if (!h)
-		return *err ? REC_BAD : REC_BAD;
+		return REC_BAD;
 	if (cow_get_le32(h) != REC_MAGIC)
 		return REC_BAD;
 	uint32_t plen = cow_get_le32(h + 8);
@@ -233,10 +233,18 @@ static enum rec_state rec_check(struct reader *rd, uint64_t off, const uint8_t *
 	return REC_OK;
 }
 
-/* After a bad record at OFF: is there any valid record later in the segment? */
+/* After a bad record at OFF: is there any valid record later in the segment?
+ * If the bad record's frame looks intact, the search starts past its claimed
+ * end, so that bytes inside its own payload (which may hold anything, even a
+ * cowfs log) are not mistaken for a record. */
 static bool valid_record_after(struct reader *rd, uint64_t off)
 {
-	for (uint64_t o = (off + 8) & ~7ull; o + COW_LOG_REC_HDR <= rd->size; o += 8) {
+	uint64_t from = off + 8;
+	int e;
+	const uint8_t *bad = reader_get(rd, off, COW_LOG_REC_HDR, &e);
+	if (bad && cow_get_le32(bad) == REC_MAGIC && cow_get_le32(bad + 8) <= COW_LOG_REC_MAX)
+		from = off + pad8(COW_LOG_REC_HDR + cow_get_le32(bad + 8));
+	for (uint64_t o = (from + 7) & ~7ull; o + COW_LOG_REC_HDR <= rd->size; o += 8) {
 		int err;
 		const uint8_t *h = reader_get(rd, o, 4, &err);
 		if (!h || cow_get_le32(h) != REC_MAGIC)
@@ -557,11 +565,12 @@ static int roll_segment(struct cow_log *log)
 
 int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, int iovcnt, uint64_t *ret_pos)
 {
-	uint32_t len = 0;
+	size_t sum = 0;
 	for (int i = 0; i < iovcnt; i++)
-		len += iov[i].iov_len;
-	if (len > COW_LOG_REC_MAX || iovcnt > 60)
-		return -EINVAL;
+		sum += iov[i].iov_len;
+	if (sum > COW_LOG_REC_MAX || iovcnt > 60)
+		return -E2BIG;
+	uint32_t len = (uint32_t)sum;
 	uint8_t h[COW_LOG_REC_HDR];
 	static const uint8_t zeros[8];
 	encode_rec_header(h, type, len);

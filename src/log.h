@@ -10,7 +10,7 @@
  * record goes in (a background thread prepares the next one), so that an
  * append changes neither the file's size nor its allocation, and fdatasync
  * flushes data only, as Postgres does with its own WAL segments.  The log
- * ends at the first all-zero record header.
+ * ends where the rest of the last segment is all zeros.
  *
  * Calling sequence:
  *   cow_log_create(dir)                   once, makes segment 1
@@ -38,7 +38,8 @@
 #define COW_LOG_MAX_SEGMENTS 65536
 #define COW_LOG_REC_HDR 16
 #define COW_LOG_SEG_HDR 32
-#define COW_LOG_REC_MAX (64u << 20)
+/* A record always fits in a fresh segment, so none is written past the preallocated end. */
+#define COW_LOG_REC_MAX (COW_LOG_SEGMENT_MAX - COW_LOG_SEG_HDR - COW_LOG_REC_HDR - 8)
 
 enum { COW_REC_OBJ = 1, COW_REC_META = 2 };
 /* Or'ed into the type given to a scan callback for an object record whose

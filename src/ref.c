@@ -49,11 +49,11 @@ int cow_ref_write(const char *store, const struct cow_ref *ref)
 			return r;
 	}
 	cow_hash_to_hex(&ref->root, root);
-	json_t *j = json_pack("{s:s, s:i, s:s, s:I, s:s, s:I, s:o, s:I, s:i}",
+	json_t *j = json_pack("{s:s, s:i, s:s, s:I, s:s, s:I, s:o, s:I, s:I}",
 			      "format", "cowfs-ref", "version", COW_REF_VERSION, "name", ref->name,
 			      "id", (json_int_t)ref->id, "root", root, "log_pos", (json_int_t)ref->log_pos,
 			      "parent", ref->parent[0] ? json_string(ref->parent) : json_null(),
-			      "created", (json_int_t)ref->created, "owner", (int)ref->owner);
+			      "created", (json_int_t)ref->created, "owner", (json_int_t)ref->owner);
 	if (!j)
 		return -ENOMEM;
 	char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -107,6 +107,7 @@ int cow_ref_read(const char *store, const char *name, struct cow_ref *ret)
 	}
 	memset(ret, 0, sizeof *ret);
 	if (strcmp(nm, name) != 0 || cow_hash_from_hex(root, &ret->root) < 0 || id <= 0 || pos < 0 ||
+	    owner < 0 || owner > (json_int_t)UINT32_MAX ||
 	    (parent && !json_is_null(parent) && (!json_is_string(parent) || cow_ref_check_name(json_string_value(parent))))) {
 		cow_err("%s: malformed ref", path);
 		goto out;

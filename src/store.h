@@ -18,7 +18,7 @@
  * branches go through cow_store_meta_append() / cow_store_meta_scan().
  * cow_store_sync() is the group commit (log.h).
  *
- * Errors: -EEXIST (create over a non-empty directory), -ENOENT, -EBUSY (the
+ * Errors: -EEXIST (create where a store's superblock exists), -ENOENT, -EBUSY (the
  * store is open elsewhere), -EPROTONOSUPPORT (newer format), -EBADMSG
  * (damaged), -EIO, -ENOSPC.
  */

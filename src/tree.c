@@ -144,7 +144,7 @@ out:
 
 int cow_tree_open(struct cow_store *s, const cow_hash *root, uint32_t value_size, struct cow_tree **ret)
 {
-	if (value_size < 8 || value_size > 8192 || (value_size & (value_size - 1)))
+	if (value_size < 8 || value_size > 1024 || (value_size & (value_size - 1))) /* a leaf holds >= 8 */
 		return -EINVAL;
 	struct cow_tree *t = calloc(1, sizeof *t);
 	if (!t)

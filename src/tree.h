@@ -5,7 +5,7 @@
  * share any number of nodes, which is what makes a branch O(1).
  *
  * Shape: leaves hold 8192 / value_size values (value_size a power of two
- * from 8 to 8192); interior nodes hold 256 child hashes.  A node's level says
+ * from 8 to 1024, so that a leaf's presence bitmap is whole bytes); interior nodes hold 256 child hashes.  A node's level says
  * how tall the tree under it is.  An all-zero value is "absent", and an empty
  * subtree is the zero hash, so holes cost nothing.  Node byte layout: see
  * docs/FORMAT.md.

@@ -127,6 +127,21 @@ expect_error "garbled record in the middle of the log" "damaged" "$COWFS" mount 
 pass "garbled record: store unchanged"
 cp --sparse=always "$T/seg1.good" "$seg1"
 
+# a ref of a newer format, and a ref that is not JSON: checked before the log is touched
+ref=$store/refs/branches/main.json
+cp "$ref" "$T/ref.good"
+sed -i 's/"version": 1/"version": 7/' "$ref"
+grep -q '"version": 7' "$ref" || fail "could not edit the ref's version"
+bad=$(snapshot)
+expect_error "ref of a newer format" "newer than this cowfs" "$COWFS" mount "$store" "$mnt"
+[ "$(snapshot)" = "$bad" ] || fail "newer ref: the store changed"
+printf '{"format": "cowfs-ref", "version": 1, ' >"$ref"
+bad=$(snapshot)
+expect_error "ref that is not JSON" "not valid JSON" "$COWFS" mount "$store" "$mnt"
+[ "$(snapshot)" = "$bad" ] || fail "garbled ref: the store changed"
+pass "bad refs: store unchanged"
+cp "$T/ref.good" "$ref"
+
 # and the store is fine again once repaired by hand
 cowfs_mount "$store" "$mnt" || fail "mount after restoring the segment"
 [ "$(cat "$mnt/main/file")" = hello ] || fail "content after restoring the segment"

@@ -46,7 +46,7 @@ _LIB_PGUID=$(id -u postgres 2>/dev/null || echo -1)
 _lib_cleanup() {
 	local rc=$?
 	local d m p i
-	for p in "${_LIB_BGPIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
+	for p in "${_LIB_BGPIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null && wait "$p" 2>/dev/null; done
 	for d in "${_LIB_PGDATA[@]}"; do
 		[ -f "$d/postmaster.pid" ] && timeout 60 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
 		# whatever is left (dead mount, hung stop, orphaned backends): kill -9 by pid
@@ -102,22 +102,33 @@ cowfs_mount() {
 	return 0
 }
 
+cowfs_store_of() {
+	# the mount's source is its store
+	awk -v m="$1" '$2 == m && $3 == "fuse.cowfs" { print $1 }' /proc/mounts | tail -n1
+}
+
 cowfs_daemon_pid() {
-	pgrep -f "cowfsd .* $1( |$)" | head -n1
+	# The store's lock file names the daemon, however it was started
+	# (cowfsd, cowfs mount, mount.cowfs, mount -t cowfs).
+	local store pid
+	store=$(cowfs_store_of "$1")
+	[ -n "$store" ] && [ -r "$store/lock" ] || return 0
+	pid=$(head -n1 "$store/lock")
+	[ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "$pid"
 }
 
 cowfs_umount() {
-	local pid
-	pid=$(cowfs_daemon_pid "$1")
+	local store i
+	store=$(cowfs_store_of "$1")
 	umount "$1" || return 1
-	# the daemon checkpoints and exits once the kernel lets go of the mount
-	local i
-	for i in $(seq 1 300); do
-		[ -z "$pid" ] && return 0
-		kill -0 "$pid" 2>/dev/null || return 0
+	# The daemon checkpoints and exits once the kernel lets go of the mount;
+	# it holds the store's lock until then.
+	[ -n "$store" ] || return 0
+	for i in $(seq 1 600); do
+		flock -n -x "$store/lock" true 2>/dev/null && return 0
 		sleep 0.1
 	done
-	echo "daemon $pid did not exit after umount $1" >&2
+	echo "the daemon of $store did not exit within 60 s of umount $1" >&2
 	return 1
 }
 

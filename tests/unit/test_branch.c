@@ -3,6 +3,7 @@
  * the branch that was live (same tree, same bytes), with or without a
  * checkpoint in between. */
 #include <dirent.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 
 #include "branch.h"
@@ -164,6 +165,19 @@ START_TEST(test_posix_semantics)
 	ck_assert_mem_eq(buf, "da", 2);
 	cow_branch_forget(b, ino, 2); /* the create and the lookup */
 	ck_assert_int_eq(cow_branch_getattr(b, ino, &a), -ENOENT);
+	/* a punch spanning several transactions (> 256 MiB) zeroes it all, keeps the size */
+	ck_assert_int_eq(cow_branch_mknod(b, COW_ROOT_INO, "big", S_IFREG | 0644, 0, 0, 0, &a), 0);
+	uint64_t big = a.ino;
+	ck_assert_int_eq(cow_branch_write(b, big, 0, 4, "head"), 4);
+	ck_assert_int_eq(cow_branch_write(b, big, 300ll << 20, 4, "midl"), 4);
+	ck_assert_int_eq(cow_branch_write(b, big, 600ll << 20, 4, "tail"), 4);
+	ck_assert_int_eq(cow_branch_fallocate(b, big, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 600ll << 20), 0);
+	ck_assert_int_eq(cow_branch_lseek(b, big, 0, SEEK_DATA, &o), 0);
+	ck_assert_int_eq(o, 600ll << 20);
+	ck_assert_int_eq(cow_branch_getattr(b, big, &a), 0);
+	ck_assert_uint_eq(a.size, (600ull << 20) + 4);
+	ck_assert_int_eq(cow_branch_read(b, big, 300ll << 20, 4, buf), 4);
+	ck_assert_mem_eq(buf, "\0\0\0\0", 4);
 	/* rename flags */
 	ck_assert_int_eq(cow_branch_mknod(b, COW_ROOT_INO, "x", S_IFREG | 0644, 0, 0, 0, &a), 0);
 	ck_assert_int_eq(cow_branch_mknod(b, COW_ROOT_INO, "y", S_IFREG | 0644, 0, 0, 0, &a), 0);
