@@ -917,29 +917,33 @@ int cow_branch_readlink(struct cow_branch *b, uint64_t ino, char **ret)
 	return r;
 }
 
-static int remove_locked(struct cow_branch *b, uint64_t parent, const char *name, bool dir)
+/* unlink (DIR false) or rmdir (DIR true) */
+static int remove_name(struct cow_branch *b, uint64_t parent, const char *name, bool dir)
 {
 	struct cow_inode *p, *in;
 	uint64_t ino;
-	int r = dir_child(b, parent, name, &p, &ino, NULL);
-	if (r < 0)
-		return r;
-	if ((r = inode_get(b, ino, false, &in)) < 0)
-		return r;
+	int r;
+	LOCK_OR_FAIL(b);
+	if ((r = dir_child(b, parent, name, &p, &ino, NULL)) < 0 || (r = inode_get(b, ino, false, &in)) < 0)
+		goto out;
 	struct timespec t;
 	now(&t);
 	struct cow_irec rec = in->rec, prec = p->rec;
 	if (dir) {
 		struct cow_dir *d;
 		if ((r = inode_dir(b, in, &d)) < 0)
-			return r;
-		if (cow_dir_count(d))
-			return -ENOTEMPTY;
+			goto out;
+		if (cow_dir_count(d)) {
+			r = -ENOTEMPTY;
+			goto out;
+		}
 		rec.nlink = 0;
 		prec.nlink--;
 	} else {
-		if (S_ISDIR(rec.mode))
-			return -EISDIR;
+		if (S_ISDIR(rec.mode)) {
+			r = -EISDIR;
+			goto out;
+		}
 		rec.nlink--;
 	}
 	rec.ctime = t;
@@ -948,29 +952,21 @@ static int remove_locked(struct cow_branch *b, uint64_t parent, const char *name
 	tx_dirent(b, parent, name, 0, 0);
 	tx_inode(b, ino, &rec);
 	tx_inode(b, parent, &prec);
-	if ((r = tx_commit(b)) < 0)
-		return r;
-	return maybe_free(b, in);
+	if ((r = tx_commit(b)) == 0)
+		r = maybe_free(b, in);
+out:
+	pthread_mutex_unlock(&b->lock);
+	return r;
 }
 
 int cow_branch_unlink(struct cow_branch *b, uint64_t parent, const char *name)
 {
-	int r;
-	LOCK_OR_FAIL(b);
-	r = remove_locked(b, parent, name, false);
-out:
-	pthread_mutex_unlock(&b->lock);
-	return r;
+	return remove_name(b, parent, name, false);
 }
 
 int cow_branch_rmdir(struct cow_branch *b, uint64_t parent, const char *name)
 {
-	int r;
-	LOCK_OR_FAIL(b);
-	r = remove_locked(b, parent, name, true);
-out:
-	pthread_mutex_unlock(&b->lock);
-	return r;
+	return remove_name(b, parent, name, true);
 }
 
 int cow_branch_rename(struct cow_branch *b, uint64_t parent, const char *name, uint64_t newparent,

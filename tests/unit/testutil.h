@@ -63,4 +63,13 @@ static inline void tu_flip_byte(const char *path, off_t off)
 	ck_assert_int_eq(pwrite(fd, &b, 1, off), 1);
 	close(fd);
 }
+/* Run every test in SUITE; the exit status says whether any failed. */
+static inline int tu_run(Suite *suite)
+{
+	SRunner *sr = srunner_create(suite);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
 #endif
