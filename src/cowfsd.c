@@ -148,6 +148,7 @@ int main(int argc, char **argv)
 	char *fargv[] = { argv[0], fsname, o.debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 3 : 2, fargv);
 	struct fuse_session *se = fuse_session_new(&args, &cow_fuse_ops, sizeof cow_fuse_ops, &ctx);
+	fuse_opt_free_args(&args);
 	if (!se) /* libfuse has said why (an unknown option, usually) */
 		return 1;
 	/* One descriptor per log segment stays open: allow as many as the system does. */
