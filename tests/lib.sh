@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/lib.sh — shared helpers for cowfs integration tests and benchmarks.
 # Source it; it installs an EXIT trap that unmounts every mount and stops every
 # Postgres the script started, on success and on failure alike.
@@ -45,7 +46,7 @@ _LIB_PGUID=$(id -u postgres 2>/dev/null || echo -1)
 
 _lib_cleanup() {
 	local rc=$?
-	local d m p i
+	local d m p _
 	for p in "${_LIB_BGPIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null && wait "$p" 2>/dev/null; done
 	for d in "${_LIB_PGDATA[@]}"; do
 		[ -f "$d/postmaster.pid" ] && timeout 60 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
@@ -59,8 +60,8 @@ _lib_cleanup() {
 	done
 	# give each daemon we started time to flush and exit, then make sure it is gone
 	for p in "${_LIB_DAEMONS[@]}"; do
-		for i in $(seq 1 300); do _lib_alive "$p" || break; sleep 0.1; done
-		if _lib_alive "$p" && grep -qa cowfsd "/proc/$p/cmdline" 2>/dev/null; then
+		for _ in $(seq 1 300); do _lib_alive "$p" || break; sleep 0.1; done
+		if _lib_alive "$p" && grep -qaE 'cowfsd|mount\.cowfs' "/proc/$p/cmdline" 2>/dev/null; then
 			echo "cleanup: daemon $p still running after unmount; killing it" >&2
 			kill -KILL "$p" 2>/dev/null
 		fi
@@ -95,7 +96,7 @@ store_init() {
 
 cowfs_mount() {
 	_LIB_MOUNTS+=("$2")
-	"$COWFS_BIN/cowfs" mount "$1" "$2" || return
+	"$COWFS_BIN/cowfs" mount "$1" "$2" "${@:3}" || return
 	local p
 	p=$(cowfs_daemon_pid "$2")
 	[ -n "$p" ] && _LIB_DAEMONS+=("$p")
@@ -209,7 +210,7 @@ pg_pids() {
 }
 
 pg_kill9() {
-	local d=$1 pm pids left p i
+	local d=$1 pm pids left p _
 	pm=$(pg_postmaster_pid "$d")
 	# freeze the postmaster first so it forks no new child while we collect them
 	[ -n "$pm" ] && _lib_pg_in_dir "$pm" "$d" && kill -STOP "$pm" 2>/dev/null
@@ -217,7 +218,7 @@ pg_kill9() {
 	[ -z "$pids" ] && return 0
 	# shellcheck disable=SC2086
 	kill -KILL $pids 2>/dev/null
-	for i in $(seq 1 300); do
+	for _ in $(seq 1 300); do
 		left=
 		for p in $pids $(pg_pids "$d"); do _lib_alive "$p" && left="$left $p"; done
 		[ -z "$left" ] && break
@@ -228,7 +229,7 @@ pg_kill9() {
 	if [ -z "$left" ]; then
 		# a zombie still owns its pid, and a new postmaster refuses to start while
 		# the pid in postmaster.pid answers kill(pid, 0): wait until init reaped them
-		for i in $(seq 1 300); do
+		for _ in $(seq 1 300); do
 			left=
 			for p in $pids; do [ -e "/proc/$p" ] && left="$left $p"; done
 			[ -z "$left" ] && return 0
@@ -243,11 +244,11 @@ pg_kill9() {
 }
 
 cowfs_kill9() {
-	local pid i
+	local pid
 	pid=$(cowfs_daemon_pid "$1")
 	[ -n "$pid" ] || { echo "cowfs_kill9: no daemon for $1" >&2; return 1; }
 	kill -KILL "$pid" || return 1
-	for i in $(seq 1 300); do _lib_alive "$pid" || return 0; sleep 0.1; done
+	for _ in $(seq 1 300); do _lib_alive "$pid" || return 0; sleep 0.1; done
 	echo "cowfs_kill9: daemon $pid survives SIGKILL" >&2
 	return 1
 }

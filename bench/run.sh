@@ -1,0 +1,166 @@
+#!/bin/bash
+# bench/run.sh — cowfs against the plain disk, side by side in one run (`make bench`).
+# Not a test: it prints figures and exits 0 unless something broke.
+#
+# Two clusters, one on a plain data directory (a mktemp dir under /tmp, the same
+# filesystem as the store) and one on a cowfs mount (branch main of a new store under
+# /tmp), both initdb'ed the same way and started with the same options ($BENCH_PG_OPTS).
+# For each phase the plain side runs first, then the cowfs side; only the cluster under
+# measurement is running (the other is stopped), so the two never compete for the CPUs:
+#   load      pgbench -i -s $SCALE: wall time; also time of load + CHECKPOINT (the same
+#             load made durable)
+#   TPC-B     CHECKPOINT, then pgbench -c 4 -j 2 -T $DURATION (fsync on): TPS
+#   select    pgbench -S -c 4 -j 2 -T $DURATION: TPS
+# Then: the daemon's peak memory (VmHWM from /proc/PID/status, read before unmount),
+# and after stop and umount, du of the store directory against du of the plain
+# data directory.
+# Ratios are always "cowfs relative to plain, higher is better" for speed:
+#   load ratio = plain_time / cowfs_time (throughput ratio), TPS ratio = cowfs_tps / plain_tps;
+# for size: store_bytes / plain_bytes (lower is better).
+#
+# Environment:
+#   SCALE=50 DURATION=30     pgbench scale and seconds per timed run
+#   ROUNDS=1                 repeat the three phases, alternating which side goes first;
+#                            the table shows the means (other load on the machine is noise)
+#   BENCH_PG_OPTS="..."      server options used for both clusters (default below)
+#   COWFS_PLAIN=1            the "cowfs" side is a second plain directory (a check of the
+#                            script and of the noise between two identical runs)
+#   COWFS_BIN=...            directory with cowfs and cowfsd (default: build/)
+. "$(dirname "$0")/../tests/lib.sh"
+. "$TESTS_DIR/pg/pglib.sh"
+
+SCALE=${SCALE:-50}
+DURATION=${DURATION:-30}
+ROUNDS=${ROUNDS:-1}
+BENCH_PG_OPTS=${BENCH_PG_OPTS:-"-c shared_buffers=128MB -c max_connections=100 -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=1GB -c checkpoint_timeout=5min"}
+export PG_OPTS=$BENCH_PG_OPTS
+
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: must run as root" >&2; exit 2; }
+[ "$COWFS_PLAIN" = 1 ] || [ -c /dev/fuse ] || { echo "bench/run.sh: /dev/fuse missing" >&2; exit 2; }
+cowfs_require
+
+die() { echo "bench/run.sh: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+calc() { awk "BEGIN{ printf \"%.${2:-2}f\", $1 }"; }
+
+target_new P plain
+target_new C
+COW_LABEL=cowfs
+target_is_cow C || COW_LABEL="plain#2"
+PORT_P=$(pg_free_port) || die "no free port"
+PORT_C=$(pg_free_port) || die "no free port"
+[ "$PORT_P" != "$PORT_C" ] || PORT_C=$(pg_free_port)
+
+echo "cowfs bench: SCALE=$SCALE DURATION=$DURATION, $(nproc) CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
+echo "  plain:  $P_DATA (filesystem $(df --output=source,fstype "$P_WORK" | tail -n1 | tr -s ' '))"
+if target_is_cow C; then
+	echo "  cowfs:  $C_DATA (store $C_STORE, daemon pid $(cowfs_daemon_pid "$C_MNT"))"
+else
+	echo "  $COW_LABEL: $C_DATA (COWFS_PLAIN=1: no cowfs; both sides on the plain disk)"
+fi
+echo "  server options (both): $BENCH_PG_OPTS"
+echo "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+pg_initdb "$P_DATA" || die "initdb $P_DATA"
+pg_initdb "$C_DATA" || die "initdb $C_DATA"
+
+side_start() { # P|C
+	local d=${1}_DATA p=PORT_$1
+	pg_start "${!d}" "${!p}" || { pg_log_tail "${!p}"; die "start Postgres on ${!d}"; }
+}
+side_stop() {
+	local d=${1}_DATA p=PORT_$1
+	pg_stop "${!d}" || { pg_log_tail "${!p}"; die "stop Postgres on ${!d}"; }
+	# write back what the stopped side left dirty in the page cache, so that the
+	# next measured run does not pay for it
+	sync
+	sleep 2
+}
+# run pgbench, print its summary lines indented, store the TPS in TPS_OUT
+TPS_OUT=
+bench_tps() {
+	local port=$1 label=$2 out rc failed; shift 2
+	out=$(pgb "$port" "$@" 2>&1); rc=$?
+	[ $rc -eq 0 ] || { echo "$out" | tail -n 20; pg_log_tail "$port"; die "pgbench $* on $label exited $rc"; }
+	failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
+	TPS_OUT=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p')
+	[ -n "$TPS_OUT" ] || { echo "$out"; die "no tps line from pgbench on $label"; }
+	printf '  %-8s pgbench %s: %s tps, %s failed\n' "$label" "$*" "$TPS_OUT" "${failed:-?}"
+}
+
+# --- the timed phases; with ROUNDS > 1 every round repeats all three (pgbench -i
+# recreates the tables), alternating which side goes first, and the table shows means
+declare -A LOAD LOADCK TPCB SEL
+for s in P C; do LOAD[$s]=0; LOADCK[$s]=0; TPCB[$s]=0; SEL[$s]=0; done
+label_of() { if [ "$1" = P ]; then echo plain; else echo "$COW_LABEL"; fi; }
+for round in $(seq 1 "$ROUNDS"); do
+	order="P C"; [ $((round % 2)) = 0 ] && order="C P"
+	[ "$ROUNDS" -gt 1 ] && echo "  round $round of $ROUNDS"
+	for s in $order; do
+		label=$(label_of $s); port=PORT_$s
+		side_start $s
+		t0=$(now)
+		out=$(pgb "${!port}" -i -s "$SCALE" -q 2>&1) || { echo "$out"; pg_log_tail "${!port}"; die "pgbench -i on $label"; }
+		t1=$(now)
+		psql_q "${!port}" "CHECKPOINT" || die "CHECKPOINT on $label"
+		t2=$(now)
+		printf '  %-8s pgbench -i -s %s: %s s (with CHECKPOINT %s s)\n' "$label" "$SCALE" "$(calc "$t1 - $t0")" "$(calc "$t2 - $t0")"
+		LOAD[$s]=$(calc "${LOAD[$s]} + ($t1 - $t0) / $ROUNDS" 3)
+		LOADCK[$s]=$(calc "${LOADCK[$s]} + ($t2 - $t0) / $ROUNDS" 3)
+		side_stop $s
+	done
+	for s in $order; do
+		label=$(label_of $s); port=PORT_$s
+		side_start $s
+		psql_q "${!port}" "CHECKPOINT" || die "CHECKPOINT on $label"
+		bench_tps "${!port}" "$label" -c 4 -j 2 -T "$DURATION"
+		TPCB[$s]=$(calc "${TPCB[$s]} + $TPS_OUT / $ROUNDS" 1)
+		side_stop $s
+	done
+	for s in $order; do
+		label=$(label_of $s); port=PORT_$s
+		side_start $s
+		bench_tps "${!port}" "$label" -S -c 4 -j 2 -T "$DURATION"
+		SEL[$s]=$(calc "${SEL[$s]} + $TPS_OUT / $ROUNDS" 1)
+		side_stop $s
+	done
+done
+for s in P C; do LOAD[$s]=$(calc "${LOAD[$s]}"); LOADCK[$s]=$(calc "${LOADCK[$s]}"); TPCB[$s]=$(calc "${TPCB[$s]}" 0); SEL[$s]=$(calc "${SEL[$s]}" 0); done
+
+# --- memory (before unmount) and sizes (after)
+HWM=- RSS=-
+if target_is_cow C; then
+	dpid=$(cowfs_daemon_pid "$C_MNT")
+	HWM=$(awk '/^VmHWM:/{print $2}' "/proc/$dpid/status" 2>/dev/null)
+	RSS=$(awk '/^VmRSS:/{print $2}' "/proc/$dpid/status" 2>/dev/null)
+	LOGICAL=$(du -sk --apparent-size "$C_DATA" | cut -f1)
+	cowfs_umount "$C_MNT" || die "umount $C_MNT (or the daemon did not exit)"
+	SIZE_C=$(du -sk "$C_STORE" | cut -f1)
+else
+	LOGICAL=$(du -sk --apparent-size "$C_DATA" | cut -f1)
+	SIZE_C=$(du -sk "$C_DATA" | cut -f1)
+fi
+SIZE_P=$(du -sk "$P_DATA" | cut -f1)
+
+mib() { calc "$1 / 1024" 0; }
+echo
+printf '%-34s %12s %12s %8s %8s  %s\n' "metric" "plain" "$COW_LABEL" "ratio" "target" "ratio is"
+printf '%-34s %12s %12s %8s %8s  %s\n' "pgbench -i -s $SCALE (s)" "${LOAD[P]}" "${LOAD[C]}" \
+	"$(calc "${LOAD[P]} / ${LOAD[C]}")" ">= 0.70" "plain_time/${COW_LABEL}_time (throughput, higher is better)"
+printf '%-34s %12s %12s %8s %8s  %s\n' "  same + CHECKPOINT (s)" "${LOADCK[P]}" "${LOADCK[C]}" \
+	"$(calc "${LOADCK[P]} / ${LOADCK[C]}")" "-" "plain_time/${COW_LABEL}_time (load made durable)"
+printf '%-34s %12s %12s %8s %8s  %s\n' "TPC-B -c4 -j2 -T$DURATION, fsync on (tps)" "${TPCB[P]}" "${TPCB[C]}" \
+	"$(calc "${TPCB[C]} / ${TPCB[P]}")" ">= 0.80" "${COW_LABEL}_tps/plain_tps"
+printf '%-34s %12s %12s %8s %8s  %s\n' "select-only -S -c4 -j2 (tps)" "${SEL[P]}" "${SEL[C]}" \
+	"$(calc "${SEL[C]} / ${SEL[P]}")" ">= 0.90" "${COW_LABEL}_tps/plain_tps"
+printf '%-34s %12s %12s %8s %8s  %s\n' "on-disk size (MiB, du)" "$(mib "$SIZE_P")" "$(mib "$SIZE_C")" \
+	"$(calc "$SIZE_C / $SIZE_P")" "-" "store/plain data dir (lower is better); branch apparent size $(mib "$LOGICAL") MiB"
+if [ "$HWM" != - ] && [ -n "$HWM" ]; then
+	printf '%-34s %12s %12s %8s %8s  %s\n' "daemon peak memory VmHWM (MiB)" "-" "$(mib "$HWM")" "-" "-" \
+		"$(calc "($HWM / 1024) / ($SIZE_C / 1048576)" 0) MiB per GiB of store; VmRSS at end $(mib "$RSS") MiB"
+fi
+echo
+echo "order: per phase and round, plain first in odd rounds, $COW_LABEL first in even rounds; only the measured cluster running."
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
+echo "reproduce: cd $TOP && make && SCALE=$SCALE DURATION=$DURATION ROUNDS=$ROUNDS bash bench/run.sh"
