@@ -699,10 +699,23 @@ static int read_block_locked(struct cow_branch *b, struct cow_tree *m, uint64_t 
 	return r < 0 ? r : cow_store_get(b->store, &h, buf, BS);
 }
 
-/* Log new contents for [off, off+len) of a file: SRC, or zeros if NULL.
- * Adds the FILEMAP op to the open transaction. Called locked. */
-static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off, size_t len, const uint8_t *src)
+/* Blocks wholly inside [off, off+len): *ret_first and the count. */
+static uint32_t full_blocks(off_t off, size_t len, uint64_t *ret_first)
 {
+	uint64_t first = ((uint64_t)off + BS - 1) / BS, end = ((uint64_t)off + len) / BS;
+	*ret_first = first;
+	return end > first ? (uint32_t)(end - first) : 0;
+}
+
+/* Log new contents for [off, off+len) of a file: SRC, or zeros if NULL.
+ * Partial blocks at either end are read, merged and rewritten; all new
+ * blocks go to the store in one batch.  PRE, if not NULL, holds the hashes
+ * of the full blocks (see full_blocks()), already stored by the caller.
+ * Adds the FILEMAP op to the open transaction.  Called locked. */
+static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off, size_t len, const uint8_t *src,
+			  const cow_hash *pre)
+{
+	static const uint8_t zero_block[BS];
 	struct cow_tree *m;
 	int r = inode_map(b, in, &m);
 	if (r < 0 || len == 0)
@@ -711,41 +724,52 @@ static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off,
 	if (last - first >= COW_TX_MAX_BLOCKS)
 		return -EFBIG; /* callers split larger ranges into several transactions */
 	uint32_t n = (uint32_t)(last - first + 1);
-	cow_hash *h = malloc(n * sizeof *h);
-	uint8_t *tmp = malloc(BS);
-	if (!h || !tmp) {
+	uint64_t pre_first = 0;
+	uint32_t npre = pre ? full_blocks(off, len, &pre_first) : 0;
+	cow_hash *h = malloc(n * sizeof *h), *put_h = malloc(n * sizeof *put_h);
+	const uint8_t **blocks = malloc(n * sizeof *blocks);
+	uint32_t *slot = malloc(n * sizeof *slot);
+	uint8_t *edge = malloc(2 * BS); /* the partial first and last blocks */
+	uint32_t nput = 0;
+	if (!h || !put_h || !blocks || !slot || !edge) {
 		r = -ENOMEM;
 		goto out;
 	}
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t idx = first + i;
+		if (npre && idx >= pre_first && idx < pre_first + npre) {
+			h[i] = pre[idx - pre_first];
+			continue;
+		}
 		off_t bstart = (off_t)idx * BS;
 		size_t s = off > bstart ? (size_t)(off - bstart) : 0;
 		size_t e = COW_MIN((size_t)BS, (size_t)(off + len - bstart));
 		const uint8_t *piece = src ? src + (bstart + s - off) : NULL;
+		slot[nput] = i;
 		if (s == 0 && e == BS) {
-			if (!piece) {
-				h[i] = cow_hash_zero;
-				continue;
-			}
-			r = cow_store_put(b->store, piece, BS, &h[i]);
-		} else {
-			r = read_block_locked(b, m, idx, tmp);
-			if (r < 0)
-				goto out;
-			if (piece)
-				memcpy(tmp + s, piece, e - s);
-			else
-				memset(tmp + s, 0, e - s);
-			r = cow_store_put(b->store, tmp, BS, &h[i]);
+			blocks[nput++] = piece ? piece : zero_block;
+			continue;
 		}
-		if (r < 0)
+		uint8_t *tmp = edge + (i == 0 ? 0 : BS);
+		if ((r = read_block_locked(b, m, idx, tmp)) < 0)
 			goto out;
+		if (piece)
+			memcpy(tmp + s, piece, e - s);
+		else
+			memset(tmp + s, 0, e - s);
+		blocks[nput++] = tmp;
 	}
+	if (nput && (r = cow_store_put_blocks(b->store, blocks, nput, put_h)) < 0)
+		goto out;
+	for (uint32_t k = 0; k < nput; k++)
+		h[slot[k]] = put_h[k];
 	tx_filemap(b, in->ino, first, n, h);
 out:
 	free(h);
-	free(tmp);
+	free(put_h);
+	free(blocks);
+	free(slot);
+	free(edge);
 	return r;
 }
 
@@ -757,7 +781,7 @@ static int tx_resize(struct cow_branch *b, struct cow_inode *in, uint64_t size)
 	int r = 0;
 	/* Bytes past the end of a file are always zero in its last block. */
 	if (size % BS)
-		r = tx_write_range(b, in, (off_t)size, BS - size % BS, NULL);
+		r = tx_write_range(b, in, (off_t)size, BS - size % BS, NULL, NULL);
 	if (r == 0)
 		tx_trunc(b, in->ino, (size + BS - 1) / BS);
 	return r;
@@ -1188,7 +1212,32 @@ ssize_t cow_branch_read(struct cow_branch *b, uint64_t ino, off_t off, size_t si
 ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t size, const void *buf)
 {
 	struct cow_inode *in;
+	cow_hash *pre = NULL;
 	int r;
+	if (off < 0 || (uint64_t)off + size > (1ull << 52))
+		return -EFBIG;
+	/* Blocks the write covers whole are hashed and stored before taking the
+	 * branch lock, so that concurrent writes hash in parallel; only partial
+	 * edge blocks need the file's current content, under the lock. */
+	uint64_t pre_first;
+	uint32_t npre = full_blocks(off, size, &pre_first);
+	if (npre && npre <= COW_TX_MAX_BLOCKS) {
+		const uint8_t **blocks = malloc(npre * sizeof *blocks);
+		pre = malloc(npre * sizeof *pre);
+		if (!blocks || !pre) {
+			free(blocks);
+			free(pre);
+			return -ENOMEM;
+		}
+		for (uint32_t i = 0; i < npre; i++)
+			blocks[i] = (const uint8_t *)buf + ((pre_first + i) * BS - off);
+		r = cow_store_put_blocks(b->store, blocks, npre, pre);
+		free(blocks);
+		if (r < 0) {
+			free(pre);
+			return r;
+		}
+	}
 	LOCK_OR_FAIL(b);
 	if ((r = inode_get(b, ino, false, &in)) < 0)
 		goto out;
@@ -1196,12 +1245,8 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 		r = S_ISDIR(in->rec.mode) ? -EISDIR : -EINVAL;
 		goto out;
 	}
-	if (off < 0 || (uint64_t)off + size > (1ull << 52)) {
-		r = -EFBIG;
-		goto out;
-	}
 	tx_begin(b);
-	if ((r = tx_write_range(b, in, off, size, buf)) < 0)
+	if ((r = tx_write_range(b, in, off, size, buf, pre)) < 0)
 		goto out;
 	struct cow_irec rec = in->rec;
 	if ((uint64_t)off + size > rec.size)
@@ -1212,6 +1257,7 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 	r = tx_commit(b);
 out:
 	pthread_mutex_unlock(&b->lock);
+	free(pre);
 	return r < 0 ? r : (ssize_t)size;
 }
 
@@ -1246,7 +1292,7 @@ int cow_branch_fallocate(struct cow_branch *b, uint64_t ino, int mode, off_t off
 		uint64_t end = COW_MIN(zend, at + chunk);
 		struct cow_irec rec = in->rec;
 		tx_begin(b);
-		if (at < end && (r = tx_write_range(b, in, (off_t)at, end - at, NULL)) < 0)
+		if (at < end && (r = tx_write_range(b, in, (off_t)at, end - at, NULL, NULL)) < 0)
 			goto out;
 		bool last = end >= zend;
 		if (last && !keep && (uint64_t)(off + len) > rec.size)

@@ -19,8 +19,8 @@ void cow_io_set(const struct cow_io *new_io) { io = new_io ? new_io : &cow_io_po
 
 ssize_t cow_io_pwritev_all(int fd, const struct iovec *iov_in, int iovcnt, off_t off)
 {
-	struct iovec iov[64];
-	if (iovcnt > 64)
+	struct iovec iov[COW_IO_MAX_IOV];
+	if (iovcnt > COW_IO_MAX_IOV)
 		return -EINVAL;
 	memcpy(iov, iov_in, iovcnt * sizeof *iov);
 	struct iovec *v = iov;

@@ -22,6 +22,7 @@ extern const struct cow_io cow_io_posix;
 /* Replace the I/O backend (tests only); NULL restores cow_io_posix. */
 void cow_io_set(const struct cow_io *io);
 
+#define COW_IO_MAX_IOV 1024 /* IOV_MAX on Linux */
 ssize_t cow_io_pwritev_all(int fd, const struct iovec *iov, int iovcnt, off_t off);
 ssize_t cow_io_pread_all(int fd, void *buf, size_t len, off_t off);
 int cow_io_fdatasync(int fd);

@@ -66,6 +66,17 @@ int cow_log_create(const char *dir);
 int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_log **ret);
 void cow_log_close(struct cow_log *log);
 int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, int iovcnt, uint64_t *ret_pos);
+/* Append N records back to back, in as few writes as the segment and IOV_MAX
+ * allow (one per 8 KiB block costs ext4 a journal handle each).  Record i
+ * lands at ret_pos[i].  On error the first *ret_done records were appended
+ * (and may be used), the rest were not. */
+struct cow_log_rec {
+	unsigned type;
+	const struct iovec *iov;
+	int iovcnt;                 /* at most 8 */
+};
+int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int n, uint64_t *ret_pos,
+			int *ret_done);
 /* Read LEN payload bytes starting OFF bytes into the payload of the record at POS. */
 int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uint32_t len);
 /* Call FN for every record at or after FROM, in order. */

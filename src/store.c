@@ -308,6 +308,61 @@ int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *r
 	return cow_store_put_hashed(s, data, len, ret);
 }
 
+int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size_t n, cow_hash *ret)
+{
+	/* Hash outside the lock; then one append for every block not yet stored. */
+	for (size_t i = 0; i < n; i++) {
+		if (cow_buf_is_zero(blocks[i], COW_BLOCK_SIZE)) {
+			ret[i] = cow_hash_zero;
+			__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
+			continue;
+		}
+		int r = cow_hash_compute(blocks[i], COW_BLOCK_SIZE, &ret[i]);
+		if (r < 0)
+			return r;
+	}
+	struct cow_log_rec *recs = malloc(n * sizeof *recs);
+	struct iovec *iov = malloc(2 * n * sizeof *iov);
+	size_t *which = malloc(n * sizeof *which);
+	uint64_t *pos = malloc(n * sizeof *pos);
+	int r = recs && iov && which && pos ? 0 : -ENOMEM;
+	if (r < 0)
+		goto out;
+	pthread_rwlock_wrlock(&s->index_lock);
+	int nnew = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (cow_hash_is_zero(&ret[i]))
+			continue;
+		s->st.puts++;
+		struct index_entry *e = index_find(s, &ret[i]);
+		bool dup = e && !e->damaged;
+		for (int k = 0; k < nnew && !dup; k++)
+			dup = cow_hash_eq(&ret[which[k]], &ret[i]); /* twice in this batch */
+		if (dup) {
+			s->st.dedup_hits++;
+			continue;
+		}
+		iov[2 * nnew] = (struct iovec){ (void *)ret[i].b, COW_HASH_SIZE };
+		iov[2 * nnew + 1] = (struct iovec){ (void *)blocks[i], COW_BLOCK_SIZE };
+		recs[nnew] = (struct cow_log_rec){ COW_REC_OBJ, &iov[2 * nnew], 2 };
+		which[nnew++] = i;
+	}
+	int done = 0;
+	r = cow_log_append_many(s->log, recs, nnew, pos, &done);
+	for (int k = 0; k < done; k++) {
+		int q = index_put(s, &ret[which[k]], pos[k], COW_BLOCK_SIZE, false);
+		if (q < 0 && r == 0)
+			r = q;
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+out:
+	free(recs);
+	free(iov);
+	free(which);
+	free(pos);
+	return r;
+}
+
 static int lookup(struct cow_store *s, const cow_hash *h, uint64_t *pos, uint32_t *len)
 {
 	pthread_rwlock_rdlock(&s->index_lock);

@@ -53,6 +53,9 @@ const char *cow_store_path(const struct cow_store *s);
 int cow_store_note_pid(struct cow_store *s);
 
 int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *ret);
+/* Put N blocks of COW_BLOCK_SIZE bytes at once: the new ones go to the log
+ * in one write.  RET[i] names block i (zero hash for an all-zero block). */
+int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size_t n, cow_hash *ret);
 /* Put an object whose hash the caller already computed. */
 int cow_store_put_hashed(struct cow_store *s, const void *data, size_t len, const cow_hash *h);
 /* Read the object H, which must be exactly LEN bytes; the zero hash reads as zeros. */
