@@ -418,6 +418,8 @@ static int replay_record(void *ctx, uint64_t pos, const uint8_t *p, uint32_t len
 
 /* ---- open, checkpoint ------------------------------------------------- */
 
+static int checkpoint_locked(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
+
 int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint64_t log_pos,
 		    struct cow_branch **ret)
 {
@@ -555,9 +557,28 @@ static int checkpoint_inode(struct cow_branch *b, struct cow_inode *in)
 	return r;
 }
 
+void cow_branch_freeze(struct cow_branch *b) { pthread_mutex_lock(&b->lock); }
+void cow_branch_thaw(struct cow_branch *b) { pthread_mutex_unlock(&b->lock); }
+
 int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos)
 {
 	pthread_mutex_lock(&b->lock);
+	int r = checkpoint_locked(b, ret_root, ret_log_pos);
+	pthread_mutex_unlock(&b->lock);
+	if (r == 0)
+		r = cow_store_sync(b->store);
+	return r;
+}
+
+int cow_branch_checkpoint_frozen(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos)
+{
+	int r = checkpoint_locked(b, ret_root, ret_log_pos);
+	return r < 0 ? r : cow_store_sync(b->store);
+}
+
+/* Fold the live state into a root; the caller holds b->lock and syncs. */
+static int checkpoint_locked(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos)
+{
 	int r = b->failed;
 	if (r < 0)
 		goto out;
@@ -595,9 +616,6 @@ int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *re
 		}
 	cow_tree_trim(b->itable);
 out:
-	pthread_mutex_unlock(&b->lock);
-	if (r == 0)
-		r = cow_store_sync(b->store);
 	return r;
 }
 

@@ -62,6 +62,12 @@ int cow_branch_init_root(struct cow_branch *b, uint32_t mode, uint32_t uid, uint
 void cow_branch_free(struct cow_branch *b);
 uint64_t cow_branch_id(const struct cow_branch *b);
 int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
+/* Hold every mutation of B, all its files at once, until cow_branch_thaw
+ * (reads go on).  While frozen, only cow_branch_checkpoint_frozen may be
+ * called on B by the freezing thread. */
+void cow_branch_freeze(struct cow_branch *b);
+void cow_branch_thaw(struct cow_branch *b);
+int cow_branch_checkpoint_frozen(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
 bool cow_branch_dirty(struct cow_branch *b);
 size_t cow_branch_mem(struct cow_branch *b);
 

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "fs.h"
 #include "fuse_ops.h"
 #include "util.h"
@@ -194,6 +195,11 @@ int main(int argc, char **argv)
 	r = cow_fs_start_checkpointer(ctx.fs, o.checkpoint);
 	if (r < 0)
 		cow_err("cannot start the checkpointer: %s", strerror(-r));
+	/* Without its control socket the mount still serves its branches. */
+	struct cow_control *control = NULL;
+	int cr = cow_control_start(ctx.fs, cow_fuse_branch_changed, &ctx, &control);
+	if (cr < 0)
+		cow_err("cannot start the control socket: %s; branch commands will not work", strerror(-cr));
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	/* Keep idle workers: creating a thread per request costs more than the request. */
@@ -201,6 +207,7 @@ int main(int argc, char **argv)
 	fuse_loop_cfg_set_max_threads(cfg, 32);
 	int loop = r < 0 ? r : fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	cow_control_stop(control);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "branch.h"
@@ -19,8 +20,10 @@
 #define CHECKPOINT_LOG_BYTES (256ull << 20)
 
 struct slot {
-	struct cow_branch *branch;
-	struct cow_ref ref;       /* protected by ckpt_lock */
+	struct cow_branch *branch; /* NULL: free, or deleted */
+	struct cow_branch *gone;   /* a deleted branch, kept until close: requests
+				    * already in flight may still hold it */
+	struct cow_ref ref;        /* protected by ckpt_lock */
 };
 
 struct cow_fs {
@@ -220,8 +223,10 @@ int cow_fs_close(struct cow_fs *fs)
 	int r = cow_fs_checkpoint(fs);
 	if (r == 0)
 		r = cow_store_sync(fs->store);
-	for (unsigned i = 1; i < fs->nslots; i++)
+	for (unsigned i = 1; i < fs->nslots; i++) {
 		cow_branch_free(fs->slots[i].branch);
+		cow_branch_free(fs->slots[i].gone);
+	}
 	cow_store_close(fs->store);
 	free(fs);
 	return r;
@@ -305,3 +310,134 @@ void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret)
 }
 
 const char *cow_fs_path(struct cow_fs *fs) { return cow_store_path(fs->store); }
+
+static int find_locked(struct cow_fs *fs, const char *name)
+{
+	for (unsigned i = 1; i < fs->nslots; i++)
+		if (fs->slots[i].branch && strcmp(fs->slots[i].ref.name, name) == 0)
+			return (int)i;
+	return -ENOENT;
+}
+
+static int random_id(struct cow_fs *fs, uint64_t *ret)
+{
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		uint64_t id;
+		if (read(fd, &id, sizeof id) != sizeof id) {
+			close(fd);
+			return -EIO;
+		}
+		id &= INT64_MAX; /* refs carry ids as JSON integers */
+		bool used = id == 0;
+		for (unsigned i = 1; i < fs->nslots && !used; i++)
+			used = fs->slots[i].ref.id == id;
+		if (!used) {
+			close(fd);
+			*ret = id;
+			return 0;
+		}
+	}
+}
+
+int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
+			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx)
+{
+	if (cow_ref_check_name(name))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r, p = find_locked(fs, parent);
+	struct cow_branch *child = NULL;
+	if (p < 0) {
+		r = -ENOENT;
+		goto out;
+	}
+	if (find_locked(fs, name) >= 0) {
+		r = -EEXIST;
+		goto out;
+	}
+	if (fs->nslots >= COW_FS_MAX_BRANCHES) {
+		r = -ENOSPC;
+		goto out;
+	}
+	/* Freeze, checkpoint, thaw.  The parent's mutations (all its files at
+	 * once) are held from the checkpoint until the child is durable and the
+	 * caller has announced it: no commit can be acknowledged on the parent
+	 * between the image and the reply, so every commit acknowledged before
+	 * the reply is in the child.  What Postgres had not fsynced may or may
+	 * not be: the child is a crash-consistent image, as after a power cut. */
+	struct slot *ps = &fs->slots[p];
+	cow_branch_freeze(ps->branch);
+	struct cow_ref ref = { .created = time(NULL), .owner = owner };
+	snprintf(ref.name, sizeof ref.name, "%s", name);
+	snprintf(ref.parent, sizeof ref.parent, "%s", parent);
+	if ((r = cow_branch_checkpoint_frozen(ps->branch, &ref.root, &ref.log_pos)) < 0 ||
+	    (r = random_id(fs, &ref.id)) < 0 ||
+	    (r = cow_branch_open(fs->store, ref.id, &ref.root, ref.log_pos, &child)) < 0)
+		goto thaw;
+	/* A copy of a running cluster must not claim its postmaster.  The
+	 * removal is replayed from the ref's log position, so the child needs
+	 * no checkpoint of its own: one sync, then the ref. */
+	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
+	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
+		goto thaw;
+	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), &ref)) < 0)
+		goto thaw;
+	pthread_mutex_lock(&fs->lock);
+	struct slot *cs = &fs->slots[fs->nslots];
+	cs->ref = ref;
+	cs->branch = child;
+	fs->nslots++;
+	pthread_mutex_unlock(&fs->lock);
+	child = NULL;
+	*ret = ref;
+	if (announce)
+		announce(ctx, &ref);
+	r = 0;
+thaw:
+	cow_branch_thaw(ps->branch);
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	cow_branch_free(child);
+	return r;
+}
+
+int cow_fs_branch_delete(struct cow_fs *fs, const char *name)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name), live = 0;
+	for (unsigned i = 1; i < fs->nslots; i++)
+		live += fs->slots[i].branch != NULL;
+	if (r >= 0 && live == 1)
+		r = -ENOTEMPTY; /* a store keeps at least one branch */
+	if (r >= 0) {
+		struct slot *sl = &fs->slots[r];
+		if ((r = cow_ref_remove(cow_store_path(fs->store), name)) == 0) {
+			pthread_mutex_lock(&fs->lock);
+			sl->gone = sl->branch;
+			sl->branch = NULL;
+			pthread_mutex_unlock(&fs->lock);
+		}
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
+int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	struct cow_ref *v = calloc(fs->nslots, sizeof *v);
+	size_t n = 0;
+	if (v)
+		for (unsigned i = 1; i < fs->nslots; i++)
+			if (fs->slots[i].branch)
+				v[n++] = fs->slots[i].ref;
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	if (!v)
+		return -ENOMEM;
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}

@@ -16,6 +16,7 @@
  */
 #ifndef COW_FS_H
 #define COW_FS_H
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/statvfs.h>
 
@@ -49,4 +50,18 @@ int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot);
 int cow_fs_statfs(struct cow_fs *fs, struct statvfs *ret);
 void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret);
 const char *cow_fs_path(struct cow_fs *fs);
+
+/* Branches.  Create is O(1) in the data size: the parent is checkpointed
+ * (frozen at one instant) and the child's ref names that root; the child has
+ * no postmaster.pid.  -EINVAL bad name, -ENOENT no parent, -EEXIST taken.
+ * Delete removes the ref (the blocks stay until GC); -ENOTEMPTY for the
+ * store's last branch.  List copies the refs of the live branches. */
+struct cow_ref;
+typedef void (*cow_fs_announce_fn)(void *ctx, const struct cow_ref *ref);
+/* ANNOUNCE (may be NULL) runs once the child is durable, while the parent is
+ * still frozen: a reply sent from it precedes any later commit on the parent. */
+int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
+			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx);
+int cow_fs_branch_delete(struct cow_fs *fs, const char *name);
+int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
 #endif

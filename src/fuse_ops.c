@@ -483,6 +483,16 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t node, const char *name, const
 }
 static void op_removexattr(fuse_req_t req, fuse_ino_t node, const char *name) { fuse_reply_err(req, ENOSYS); }
 
+void cow_fuse_branch_changed(void *ctx, const char *name)
+{
+	struct cow_fuse *c = ctx;
+	if (!c->se)
+		return;
+	/* Failing (nothing cached, or not mounted yet) is harmless. */
+	fuse_lowlevel_notify_inval_entry(c->se, FUSE_ROOT_ID, name, strlen(name));
+	fuse_lowlevel_notify_inval_inode(c->se, FUSE_ROOT_ID, -1, 0);
+}
+
 const struct fuse_lowlevel_ops cow_fuse_ops = {
 	.init = op_init,
 	.lookup = op_lookup,

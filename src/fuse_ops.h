@@ -28,4 +28,8 @@ struct cow_fuse {
 };
 
 extern const struct fuse_lowlevel_ops cow_fuse_ops;
+
+/* A branch appeared or went (control socket): drop the kernel's cached
+ * entry for its name in the mount root.  CTX is a struct cow_fuse. */
+void cow_fuse_branch_changed(void *ctx, const char *name);
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -123,6 +124,18 @@ int cow_ref_read(const char *store, const char *name, struct cow_ref *ret)
 out:
 	json_decref(j);
 	return r;
+}
+
+int cow_ref_remove(const char *store, const char *name)
+{
+	if (cow_ref_check_name(name))
+		return -EINVAL;
+	char dir[4096], path[4200];
+	refs_dir(store, dir, sizeof dir);
+	snprintf(path, sizeof path, "%s/%s.json", dir, name);
+	if (unlink(path) < 0)
+		return -errno;
+	return cow_fsync_path(dir);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

@@ -32,6 +32,8 @@ struct cow_ref {
 const char *cow_ref_check_name(const char *name);
 int cow_ref_write(const char *store, const struct cow_ref *ref);
 int cow_ref_read(const char *store, const char *name, struct cow_ref *ret);
+/* Remove NAME's ref durably (unlink, fsync of the directory). */
+int cow_ref_remove(const char *store, const char *name);
 /* Sorted names; free with cow_ref_names_free. */
 int cow_ref_list(const char *store, char ***ret, size_t *ret_n);
 void cow_ref_names_free(char **names, size_t n);
