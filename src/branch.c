@@ -572,8 +572,7 @@ int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *re
 
 int cow_branch_checkpoint_frozen(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos)
 {
-	int r = checkpoint_locked(b, ret_root, ret_log_pos);
-	return r < 0 ? r : cow_store_sync(b->store);
+	return checkpoint_locked(b, ret_root, ret_log_pos);
 }
 
 /* Fold the live state into a root; the caller holds b->lock and syncs. */

@@ -64,7 +64,8 @@ uint64_t cow_branch_id(const struct cow_branch *b);
 int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
 /* Hold every mutation of B, all its files at once, until cow_branch_thaw
  * (reads go on).  While frozen, only cow_branch_checkpoint_frozen may be
- * called on B by the freezing thread. */
+ * called on B by the freezing thread; it does not sync the log (the caller
+ * does, once, before it relies on the root). */
 void cow_branch_freeze(struct cow_branch *b);
 void cow_branch_thaw(struct cow_branch *b);
 int cow_branch_checkpoint_frozen(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);

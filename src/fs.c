@@ -379,7 +379,8 @@ int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent
 		goto thaw;
 	/* A copy of a running cluster must not claim its postmaster.  The
 	 * removal is replayed from the ref's log position, so the child needs
-	 * no checkpoint of its own: one sync, then the ref. */
+	 * no checkpoint of its own: one sync covers the parent's checkpoint and
+	 * the removal, then the ref. */
 	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
 	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
 		goto thaw;

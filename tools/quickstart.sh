@@ -1,8 +1,9 @@
 #!/bin/bash
 # tools/quickstart.sh — from a fresh Debian 12 machine to Postgres running on
-# a cowfs branch: installs what is missing, builds, creates a store, mounts
+# cowfs branches: installs what is missing, builds, creates a store, mounts
 # it, initialises and starts Postgres on the branch "main" with pgbench data,
-# and prints how to connect.  Run again: it picks up where things are.
+# branches "dev" off the running "main" and starts Postgres on it too, and
+# prints how to connect.  Run again: it picks up where things are.
 #
 #   sudo tools/quickstart.sh          set up and start
 #   sudo tools/quickstart.sh stop     stop Postgres and unmount
@@ -25,7 +26,9 @@ say() { printf '== %s\n' "$*"; }
 pg() { runuser -u postgres -- "$PGBIN/$@"; }
 
 if [ "${1:-}" = stop ]; then
-	if [ -f "$DATA/postmaster.pid" ]; then say "stopping Postgres on $DATA"; pg pg_ctl -D "$DATA" -m fast -w stop; fi
+	for d in "$MNT/dev" "$DATA"; do
+		if [ -f "$d/postmaster.pid" ]; then say "stopping Postgres on $d"; pg pg_ctl -D "$d" -m fast -w stop; fi
+	done
 	if mountpoint -q "$MNT"; then say "unmounting $MNT"; umount "$MNT"; fi
 	exit 0
 fi
@@ -56,7 +59,8 @@ unix_socket_directories = '/tmp'
 listen_addresses = 'localhost'
 CONF
 fi
-mkdir -p "$(dirname "$LOG")"; touch "$LOG"; chown postgres "$LOG"
+DEVLOG=${LOG%.log}-dev.log
+mkdir -p "$(dirname "$LOG")"; touch "$LOG" "$DEVLOG"; chown postgres "$LOG" "$DEVLOG"
 if ! pg pg_ctl -D "$DATA" status >/dev/null 2>&1; then
 	say "starting Postgres on $DATA, port $PORT"
 	pg pg_ctl -D "$DATA" -w -l "$LOG" start >/dev/null
@@ -66,13 +70,29 @@ if ! pg psql -X -h /tmp -p "$PORT" -U postgres -Atc "select 1 from pgbench_accou
 	pg pgbench -h /tmp -p "$PORT" -U postgres -i -s "$SCALE" -q postgres
 fi
 rows=$(pg psql -X -h /tmp -p "$PORT" -U postgres -Atc "select count(*) from pgbench_accounts" postgres)
+DEVPORT=$((PORT + 1))
+if [ ! -d "$MNT/dev" ]; then
+	say "branching dev from main while Postgres runs on main"
+	t0=$(date +%s%N)
+	"$COWFS" branch create dev --from main --store "$STORE" >/dev/null
+	t1=$(date +%s%N)
+	say "branch dev created in $(((t1 - t0) / 1000000)) ms"
+fi
+if ! pg pg_ctl -D "$MNT/dev" status >/dev/null 2>&1; then
+	say "starting Postgres on $MNT/dev, port $DEVPORT (a fresh branch of a running cluster recovers by WAL replay)"
+	pg pg_ctl -D "$MNT/dev" -w -l "$DEVLOG" -o "-p $DEVPORT" start >/dev/null
+fi
+devrows=$(pg psql -X -h /tmp -p "$DEVPORT" -U postgres -Atc "select count(*) from pgbench_accounts" postgres)
 cat <<DONE
 
-cowfs is serving $STORE at $MNT; Postgres runs on the branch 'main'
-($DATA, $rows rows in pgbench_accounts).
+cowfs is serving $STORE at $MNT. Postgres runs on two branches:
+  main  ($DATA, $rows rows in pgbench_accounts)
+        psql -h /tmp -p $PORT -U postgres postgres
+  dev   ($MNT/dev, branched from main: $devrows rows; writes here never reach main)
+        psql -h /tmp -p $DEVPORT -U postgres postgres
 
-  connect:   psql -h /tmp -p $PORT -U postgres postgres
-             postgresql://postgres@localhost:$PORT/postgres
-  by hand:   sudo -u postgres $PGBIN/pg_ctl -D $DATA stop|start
+  branches:  $COWFS branch list --store $STORE
+             $COWFS branch create NAME --from main --store $STORE
+  by hand:   sudo -u postgres $PGBIN/pg_ctl -D $MNT/dev stop|start
   stop all:  sudo $0 stop
 DONE
