@@ -41,6 +41,9 @@ for S in $SCALES; do
 	# parent stopped; a first branch takes the parent's pending checkpoint
 	# (Postgres's shutdown wrote to it), which is not the cost of a branch
 	br create warmup --from main && br delete warmup
+	# let the kernel finish writing the load back: ext4 commits a small
+	# file's fsync only with the dirty data of every file in the journal
+	sync
 	before=$(kb "$store")
 	times=()
 	for i in $(seq 1 "$N"); do
@@ -63,6 +66,7 @@ for S in $SCALES; do
 
 	# parent running TPC-B
 	pg_start "$mnt/main" "$port"
+	sync
 	bg_start LOAD runuser -u postgres -- "$PGBIN/pgbench" -h /tmp -p "$port" -c 2 -j 2 -T 600 postgres
 	sleep 3
 	times=()

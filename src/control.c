@@ -51,15 +51,16 @@ static json_t *error(const char *fmt, ...)
 	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
 }
 
-/* Write one reply line; false if the peer is gone. */
-static bool send_reply(int fd, json_t *reply)
+/* Write one reply line; false if the peer is gone (or, with FLAGS
+ * MSG_DONTWAIT, would block). */
+static bool send_reply(int fd, json_t *reply, int flags)
 {
 	char *text = json_dumps(reply, JSON_COMPACT);
 	if (!text)
 		return false;
 	size_t len = strlen(text);
 	text[len] = '\n';
-	ssize_t w = write(fd, text, len + 1);
+	ssize_t w = send(fd, text, len + 1, flags | MSG_NOSIGNAL);
 	free(text);
 	return w == (ssize_t)len + 1;
 }
@@ -71,16 +72,17 @@ struct announce {
 };
 
 /* Runs while the parent is still frozen: the reply goes out before any
- * later commit on the parent can be acknowledged. */
+ * later commit on the parent can be acknowledged.  Nothing here may wait:
+ * not on the client (the send does not block; if it would, the reply goes
+ * after the thaw), and not on the kernel (no cache notification: a lookup
+ * in the mount root may hold the root's lock while it waits for the frozen
+ * branch). */
 static void announce_branch(void *ctx, const struct cow_ref *ref)
 {
 	struct announce *a = ctx;
-	if (a->c->notify)
-		a->c->notify(a->c->ctx, ref->name);
 	json_t *reply = json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(ref));
-	send_reply(a->fd, reply);
+	a->sent = send_reply(a->fd, reply, MSG_DONTWAIT);
 	json_decref(reply);
-	a->sent = true;
 }
 
 static const char *str_field(json_t *req, const char *key)
@@ -128,7 +130,11 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 			if (r < 0)
 				return error("cannot create branch '%s': %s", name, strerror(-r));
 			cow_info("branch %s created from %s by uid %u", name, from, (unsigned)uid);
-			return NULL; /* announce_branch replied */
+			if (c->notify)
+				c->notify(c->ctx, name);
+			if (a.sent)
+				return NULL;
+			return json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(&ref));
 		}
 		struct cow_ref *v;
 		size_t n;
@@ -189,7 +195,7 @@ static void serve(struct cow_control *c, int fd)
 			else
 				reply = handle(c, req, cred.uid, fd);
 			json_decref(req);
-			bool ok = !reply || send_reply(fd, reply);
+			bool ok = !reply || send_reply(fd, reply, 0);
 			json_decref(reply);
 			if (!ok)
 				goto out;
@@ -198,9 +204,9 @@ static void serve(struct cow_control *c, int fd)
 			used = rest;
 		}
 		if (used == LINE_MAX_BYTES) {
-			const char *msg = "{\"ok\":false,\"error\":\"request longer than 64 KiB\"}\n";
-			if (write(fd, msg, strlen(msg)) < 0)
-				break;
+			json_t *reply = error("request longer than 64 KiB");
+			send_reply(fd, reply, 0);
+			json_decref(reply);
 			break;
 		}
 	}

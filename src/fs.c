@@ -257,18 +257,17 @@ unsigned cow_fs_slot_limit(struct cow_fs *fs)
 	return n;
 }
 
+static int find_locked(struct cow_fs *fs, const char *name);
+
 int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot)
 {
 	pthread_mutex_lock(&fs->lock);
-	int r = -ENOENT;
-	for (unsigned i = 1; i < fs->nslots; i++)
-		if (fs->slots[i].branch && strcmp(fs->slots[i].ref.name, name) == 0) {
-			*ret_slot = i;
-			r = 0;
-			break;
-		}
+	int r = find_locked(fs, name);
 	pthread_mutex_unlock(&fs->lock);
-	return r;
+	if (r < 0)
+		return r;
+	*ret_slot = (unsigned)r;
+	return 0;
 }
 
 int cow_fs_statfs(struct cow_fs *fs, struct statvfs *ret)
@@ -311,6 +310,7 @@ void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret)
 
 const char *cow_fs_path(struct cow_fs *fs) { return cow_store_path(fs->store); }
 
+/* The slot of the live branch NAME, or -ENOENT; fs->lock or ckpt_lock held. */
 static int find_locked(struct cow_fs *fs, const char *name)
 {
 	for (unsigned i = 1; i < fs->nslots; i++)

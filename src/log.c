@@ -256,17 +256,35 @@ static bool valid_record_after(struct reader *rd, uint64_t off)
 	const uint8_t *bad = reader_get(rd, off, COW_LOG_REC_HDR, &e);
 	if (bad && cow_get_le32(bad) == REC_MAGIC && cow_get_le32(bad + 8) <= COW_LOG_REC_MAX)
 		from = off + pad8(COW_LOG_REC_HDR + cow_get_le32(bad + 8));
-	for (uint64_t o = (from + 7) & ~7ull; o + COW_LOG_REC_HDR <= rd->size; o += 8) {
-		int err;
-		const uint8_t *h = reader_get(rd, o, 4, &err);
-		if (!h || cow_get_le32(h) != REC_MAGIC)
-			continue;
-		const uint8_t *p;
-		uint32_t len;
-		unsigned type;
-		uint64_t next;
-		if (rec_check(rd, o, &p, &len, &type, &next, &err) == REC_OK)
-			return true;
+	uint8_t magic[4];
+	cow_put_le32(magic, REC_MAGIC);
+	/* Look for the magic a chunk at a time (fast over zeros), then check the
+	 * candidates at record alignment.  Chunks start 8-aligned and are a
+	 * multiple of 8 long, so no aligned header straddles two. */
+	const size_t chunk = 1 << 20;
+	for (uint64_t base = (from + 7) & ~7ull; base + COW_LOG_REC_HDR <= rd->size; base += chunk) {
+		size_t n = (size_t)COW_MIN(rd->size - base, (uint64_t)chunk);
+		const uint8_t *p = reader_get(rd, base, n, &e);
+		if (!p)
+			return false;
+		for (size_t at = 0; at + 4 <= n;) {
+			const uint8_t *q = memmem(p + at, n - at, magic, 4);
+			if (!q)
+				break;
+			uint64_t o = base + (uint64_t)(q - p);
+			at = (size_t)(q - p) + 1;
+			if (o & 7)
+				continue;
+			const uint8_t *pl;
+			uint32_t len;
+			unsigned type;
+			uint64_t next;
+			if (rec_check(rd, o, &pl, &len, &type, &next, &e) == REC_OK)
+				return true;
+			/* rec_check may have moved the reader's window */
+			if (!(p = reader_get(rd, base, n, &e)))
+				return false;
+		}
 	}
 	return false;
 }
@@ -298,9 +316,10 @@ static int zero_range(int fd, uint64_t from, uint64_t to)
 	return 0;
 }
 
-/* Scan one segment from START.  On the last segment a torn tail is cut
- * (if CUT), elsewhere any damage is an error.  *ret_end is the end offset. */
-static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool last, bool cut,
+/* Scan one segment from START up to LIMIT (a record boundary known to be the
+ * end, or UINT64_MAX to find the end).  On the last segment a torn tail is
+ * cut (if CUT), elsewhere any damage is an error.  *ret_end is the end. */
+static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, uint64_t limit, bool last, bool cut,
 			cow_log_record_fn fn, void *ctx, uint64_t *ret_end)
 {
 	char path[4096];
@@ -308,7 +327,7 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool 
 	struct stat st;
 	if (fstat(log->fds[seg], &st) < 0)
 		return -errno;
-	struct reader rd = { .fd = log->fds[seg], .size = st.st_size };
+	struct reader rd = { .fd = log->fds[seg], .size = COW_MIN((uint64_t)st.st_size, limit) };
 	int r = 0, err;
 	uint64_t off = COW_MAX(start, (uint64_t)COW_LOG_SEG_HDR);
 	for (;;) {
@@ -373,7 +392,15 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, bool 
 		if (cut) {
 			cow_warn("%s: clearing a torn tail at offset %llu (an append that was never synced)",
 				 path, (unsigned long long)off);
-			r = zero_range(log->fds[seg], off, rd.size);
+			/* zero only as far as anything was written (reading holes is cheap) */
+			uint64_t dirty_end = off;
+			for (uint64_t o = off; o < rd.size; o += 1 << 20) {
+				size_t n = (size_t)COW_MIN(rd.size - o, (uint64_t)1 << 20);
+				const uint8_t *q = reader_get(&rd, o, n, &err);
+				if (!q || !cow_buf_is_zero(q, n))
+					dirty_end = o + n;
+			}
+			r = zero_range(log->fds[seg], off, dirty_end);
 			if (r == 0)
 				r = cow_io_fdatasync(log->fds[seg]);
 		}
@@ -492,7 +519,7 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	}
 	for (uint32_t s = first; s <= last; s++) {
 		uint64_t end;
-		r = scan_segment(log, s, 0, s == last, true, fn, ctx, &end);
+		r = scan_segment(log, s, 0, UINT64_MAX, s == last, true, fn, ctx, &end);
 		if (r < 0)
 			goto fail;
 		log->stats.bytes += end;
@@ -676,14 +703,17 @@ int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uin
 
 int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void *ctx)
 {
+	/* Stop at the end as of now: appends may be under way (a record is
+	 * counted in cur_off only once it is written whole), and the rest of a
+	 * preallocated segment need not be read to find the end. */
 	pthread_mutex_lock(&log->lock);
-	uint32_t last = log->cur_seg;
+	uint32_t last = log->cur_seg, last_end = log->cur_off;
 	pthread_mutex_unlock(&log->lock);
 	uint32_t first = COW_MAX(COW_LOG_POS_SEG(from), log->first_seg);
 	for (uint32_t s = first; s <= last; s++) {
 		uint64_t end;
-		int r = scan_segment(log, s, s == COW_LOG_POS_SEG(from) ? COW_LOG_POS_OFF(from) : 0, s == last,
-				     false, fn, ctx, &end);
+		int r = scan_segment(log, s, s == COW_LOG_POS_SEG(from) ? COW_LOG_POS_OFF(from) : 0,
+				     s == last ? last_end : UINT64_MAX, s == last, false, fn, ctx, &end);
 		if (r < 0)
 			return r;
 	}
