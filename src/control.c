@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -20,6 +21,8 @@
 #include "util.h"
 
 #define LINE_MAX_BYTES (64 * 1024)
+#define IDLE_TIMEOUT_S 30  /* a connection silent this long is closed */
+#define SEND_TIMEOUT_S 5   /* a reply the client does not take in this long is dropped */
 
 struct cow_control {
 	struct cow_fs *fs;
@@ -171,14 +174,19 @@ static void serve(struct cow_control *c, int fd)
 	socklen_t cl = sizeof cred;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
 		return;
+	/* One connection is served at a time: one that stops reading or goes
+	 * quiet must not hold up the others. */
+	struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	char *buf = malloc(LINE_MAX_BYTES + 1);
 	size_t used = 0;
 	while (buf) {
 		struct pollfd p[2] = { { fd, POLLIN, 0 }, { c->stop_pipe[0], POLLIN, 0 } };
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
+		int ready = poll(p, 2, IDLE_TIMEOUT_S * 1000);
+		if ((ready < 0 && errno != EINTR) || ready == 0 || p[1].revents)
 			break;
-		if (p[1].revents)
-			break;
+		if (ready < 0)
+			continue;
 		ssize_t n = read(fd, buf + used, LINE_MAX_BYTES - used);
 		if (n <= 0)
 			break;

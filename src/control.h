@@ -9,7 +9,8 @@
  *
  * Bad input (not JSON, not an object, unknown command, missing or mistyped
  * fields, bad names) gets an error reply and changes nothing; the
- * connection stays usable.  One thread serves one connection at a time.
+ * connection stays usable.  One thread serves one connection at a time; a
+ * connection idle for 30 s, or not reading its replies for 5 s, is closed.
  * NOTIFY is called after a branch appears or disappears, with its name, so
  * that the FUSE layer can drop the kernel's cached entry.
  */
