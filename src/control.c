@@ -112,7 +112,8 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 		free(v);
 		return json_pack("{s:b, s:o}", "ok", 1, "branches", arr);
 	}
-	if (strcmp(cmd, "branch.create") == 0 || strcmp(cmd, "branch.delete") == 0) {
+	if (strcmp(cmd, "branch.create") == 0 || strcmp(cmd, "branch.delete") == 0 ||
+	    strcmp(cmd, "branch.reset") == 0) {
 		const char *name = str_field(req, "name");
 		if (!name)
 			return error("%s needs a string \"name\"", cmd);
@@ -152,9 +153,25 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 		free(v);
 		if (found < 0)
 			return error("no branch '%s'", name);
+		bool reset = strcmp(cmd, "branch.reset") == 0;
 		if (uid != 0 && uid != owner)
-			return error("branch '%s' belongs to uid %u: only its owner or root may delete it", name,
-				     (unsigned)owner);
+			return error("branch '%s' belongs to uid %u: only its owner or root may %s it", name,
+				     (unsigned)owner, reset ? "reset" : "delete");
+		if (reset) {
+			pid_t pid = 0;
+			struct cow_ref ref;
+			r = cow_fs_branch_reset(c->fs, name, &pid, &ref);
+			if (r == -EBUSY)
+				return error("Postgres runs on branch '%s' (pid %d): stop it first", name, (int)pid);
+			if (r == -ECHILD)
+				return error("branch '%s' has no parent to reset to", name);
+			if (r < 0)
+				return error("cannot reset branch '%s': %s", name, strerror(-r));
+			cow_info("branch %s reset to %s by uid %u", name, ref.parent, (unsigned)uid);
+			if (c->notify)
+				c->notify(c->ctx, name);
+			return json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(&ref));
+		}
 		r = cow_fs_branch_delete(c->fs, name);
 		if (r == -ENOTEMPTY)
 			return error("'%s' is the store's last branch and cannot be deleted", name);

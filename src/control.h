@@ -4,6 +4,7 @@
  *
  *   {"cmd":"branch.create","name":N,"from":P}  -> {"ok":true,"branch":{...}}
  *   {"cmd":"branch.delete","name":N}           -> {"ok":true}
+ *   {"cmd":"branch.reset","name":N}            -> {"ok":true,"branch":{...}}
  *   {"cmd":"branch.list"}                      -> {"ok":true,"branches":[...]}
  *   anything else                              -> {"ok":false,"error":"..."}
  *

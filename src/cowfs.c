@@ -5,6 +5,7 @@
  *   cowfs branch create NAME [--from PARENT] [--json]
  *   cowfs branch list [--json]
  *   cowfs branch delete NAME
+ *   cowfs branch reset NAME
  *   cowfs version
  *
  * Branch commands talk to the daemon over its control socket (control.h),
@@ -42,6 +43,7 @@ static void usage(FILE *f)
 		"  branch create NAME [--from PARENT] a branch of PARENT (default main), in O(1)\n"
 		"  branch list                         the branches\n"
 		"  branch delete NAME                  delete a branch\n"
+		"  branch reset NAME                   back to its parent's current state\n"
 		"      branch commands take --store STORE or --mount MOUNTPOINT, and --json\n"
 		"  version                             print the version\n"
 		"Unmount with 'umount MOUNTPOINT'.  See cowfs(1).\n");
@@ -278,6 +280,8 @@ static int cmd_branch(int argc, char **argv)
 		req = json_pack("{s:s, s:s, s:s}", "cmd", "branch.create", "name", name, "from", from ? from : "main");
 	else if (strcmp(sub, "delete") == 0 && name && !from)
 		req = json_pack("{s:s, s:s}", "cmd", "branch.delete", "name", name);
+	else if (strcmp(sub, "reset") == 0 && name && !from)
+		req = json_pack("{s:s, s:s}", "cmd", "branch.reset", "name", name);
 	else
 		goto usage;
 	char path[4096];
@@ -311,6 +315,9 @@ static int cmd_branch(int argc, char **argv)
 		}
 	} else if (strcmp(sub, "create") == 0) {
 		printf("created branch %s from %s\n", name, from ? from : "main");
+	} else if (strcmp(sub, "reset") == 0) {
+		json_t *par = json_object_get(json_object_get(reply, "branch"), "parent");
+		printf("reset branch %s to %s\n", name, json_is_string(par) ? json_string_value(par) : "its parent");
 	} else {
 		printf("deleted branch %s\n", name);
 	}

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "branch.h"
@@ -342,26 +343,34 @@ static int random_id(struct cow_fs *fs, uint64_t *ret)
 	}
 }
 
-int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
-			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx)
+/* Is Postgres running on B?  Its postmaster.pid names a live process. */
+static bool postgres_running(struct cow_branch *b, pid_t *ret_pid)
 {
-	if (cow_ref_check_name(name))
-		return -EINVAL;
-	pthread_mutex_lock(&fs->ckpt_lock);
-	int r, p = find_locked(fs, parent);
+	struct cow_attr a;
+	if (cow_branch_lookup(b, COW_ROOT_INO, "postmaster.pid", &a) < 0)
+		return false;
+	char buf[32] = "";
+	ssize_t n = S_ISREG(a.mode) ? cow_branch_read(b, a.ino, 0, sizeof buf - 1, buf) : -1;
+	cow_branch_forget(b, a.ino, 1);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	long pid = strtol(buf, NULL, 10);
+	if (pid <= 0 || kill((pid_t)pid, 0) < 0)
+		return false;
+	*ret_pid = (pid_t)pid;
+	return true;
+}
+
+/* The child of PARENT frozen at this instant, under REF's name (create, or
+ * reset when OLD is the slot of the branch being replaced). */
+static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, struct slot *old,
+			      cow_fs_announce_fn announce, void *ctx)
+{
 	struct cow_branch *child = NULL;
-	if (p < 0) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (find_locked(fs, name) >= 0) {
-		r = -EEXIST;
-		goto out;
-	}
-	if (fs->nslots >= COW_FS_MAX_BRANCHES) {
-		r = -ENOSPC;
-		goto out;
-	}
+	int r;
+	if (fs->nslots >= COW_FS_MAX_BRANCHES)
+		return -ENOSPC;
 	/* Freeze, checkpoint, thaw.  The parent's mutations (all its files at
 	 * once) are held from the checkpoint until the child is durable and the
 	 * caller has announced it: no commit can be acknowledged on the parent
@@ -370,39 +379,87 @@ int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent
 	 * not be: the child is a crash-consistent image, as after a power cut. */
 	struct slot *ps = &fs->slots[p];
 	cow_branch_freeze(ps->branch);
-	struct cow_ref ref = { .created = time(NULL), .owner = owner };
-	snprintf(ref.name, sizeof ref.name, "%s", name);
-	snprintf(ref.parent, sizeof ref.parent, "%s", parent);
-	if ((r = cow_branch_checkpoint_frozen(ps->branch, &ref.root, &ref.log_pos)) < 0 ||
-	    (r = random_id(fs, &ref.id)) < 0 ||
-	    (r = cow_branch_open(fs->store, ref.id, &ref.root, ref.log_pos, &child)) < 0)
+	if ((r = cow_branch_checkpoint_frozen(ps->branch, &ref->root, &ref->log_pos)) < 0 ||
+	    (r = random_id(fs, &ref->id)) < 0 ||
+	    (r = cow_branch_open(fs->store, ref->id, &ref->root, ref->log_pos, &child)) < 0)
 		goto thaw;
 	/* A copy of a running cluster must not claim its postmaster.  The
 	 * removal is replayed from the ref's log position, so the child needs
 	 * no checkpoint of its own: one sync covers the parent's checkpoint and
-	 * the removal, then the ref. */
+	 * the removal, then the ref (which, for a reset, replaces the old one). */
 	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
 	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
 		goto thaw;
-	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), &ref)) < 0)
+	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), ref)) < 0)
 		goto thaw;
+	/* A new slot, also for a reset: every node id of the old state goes
+	 * stale (ESTALE), so nothing the kernel cached of it can be served. */
 	pthread_mutex_lock(&fs->lock);
 	struct slot *cs = &fs->slots[fs->nslots];
-	cs->ref = ref;
+	cs->ref = *ref;
 	cs->branch = child;
 	fs->nslots++;
+	if (old) {
+		old->gone = old->branch;
+		old->branch = NULL;
+	}
 	pthread_mutex_unlock(&fs->lock);
 	child = NULL;
-	*ret = ref;
 	if (announce)
-		announce(ctx, &ref);
+		announce(ctx, ref);
 	r = 0;
 thaw:
 	cow_branch_thaw(ps->branch);
-out:
-	pthread_mutex_unlock(&fs->ckpt_lock);
 	cow_branch_free(child);
 	return r;
+}
+
+int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
+			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx)
+{
+	if (cow_ref_check_name(name))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r, p = find_locked(fs, parent);
+	if (p < 0) {
+		r = -ENOENT;
+		goto out;
+	}
+	if (find_locked(fs, name) >= 0) {
+		r = -EEXIST;
+		goto out;
+	}
+	struct cow_ref ref = { .created = time(NULL), .owner = owner };
+	snprintf(ref.name, sizeof ref.name, "%s", name);
+	snprintf(ref.parent, sizeof ref.parent, "%s", parent);
+	if ((r = branch_from_parent(fs, p, &ref, NULL, announce, ctx)) == 0)
+		*ret = ref;
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name), p = -1;
+	if (r < 0)
+		goto out;
+	struct slot *old = &fs->slots[r];
+	struct cow_ref ref = old->ref;
+	if (!ref.parent[0] || (p = find_locked(fs, ref.parent)) < 0) {
+		r = -ECHILD; /* no parent (any more) to reset to */
+		goto out;
+	}
+	if (postgres_running(old->branch, ret_pid)) {
+		r = -EBUSY;
+		goto out;
+	}
+	if ((r = branch_from_parent(fs, p, &ref, old, NULL, NULL)) == 0)
+		*ret = ref;
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
 }
 
 int cow_fs_branch_delete(struct cow_fs *fs, const char *name)

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/statvfs.h>
+#include <sys/types.h>
 
 struct cow_fs;
 struct cow_branch;
@@ -63,5 +64,9 @@ typedef void (*cow_fs_announce_fn)(void *ctx, const struct cow_ref *ref);
 int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
 			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx);
 int cow_fs_branch_delete(struct cow_fs *fs, const char *name);
+/* Repoint NAME at its parent's current state (a crash-consistent image, as
+ * at create).  -ECHILD: no parent (any more); -EBUSY: Postgres runs on it
+ * (its pid in *ret_pid).  Files open on the old state then fail (ESTALE). */
+int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, struct cow_ref *ret);
 int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
 #endif

@@ -106,11 +106,33 @@ echo "$replies" | tail -n1 | grep -q '"ok":true' || fail "the connection was not
 [ "$(refs)" = "$before" ] || fail "bad requests changed the refs"
 pass "bad JSON, non-objects, unknown commands and mistyped fields refused; connection still usable"
 
+# --- reset --------------------------------------------------------------------
+s_main3=$(tree_sum "$w")
+old_f2=$(cat "$mnt/a/iso/f2")
+exec 7<"$mnt/a/iso/f2" # open before the reset
+br reset a >/dev/null || fail "reset a"
+[ "$(tree_sum "$mnt/a/iso")" = "$s_main3" ] || fail "after reset, a differs from main's current state"
+[ "$(cat "$mnt/a/iso/f2")" = "$(cat "$w/f2")" ] || fail "a/iso/f2 after reset is not main's"
+if got=$(cat <&7 2>/dev/null); then
+	[ "$got" != "$old_f2" ] || fail "a file open before the reset still reads the old bytes"
+	pass "a file open before the reset reads the new state"
+else
+	pass "a file open before the reset fails to read (stale), never old bytes"
+fi
+exec 7<&-
+echo after-reset >"$mnt/a/iso/f2"
+[ "$(tree_sum "$w")" = "$s_main3" ] || fail "a write after the reset changed main"
+[ "$(tree_sum "$mnt/c/iso")" = "$s_a" ] || fail "resetting a changed its child c"
+pass "reset: a equals main's current state, its child c keeps its data, later writes stay on a"
+before=$(refs)
+expect_refused "reset of a branch without parent" "no parent" reset main
+
 # --- delete -------------------------------------------------------------------
+s_a_now=$(tree_sum "$mnt/a/iso")
 br delete c >/dev/null || fail "delete c"
 [ ! -e "$mnt/c" ] || fail "$mnt/c still there after delete"
 [ ! -e "$store/refs/branches/c.json" ] || fail "ref of c still there"
-[ "$(tree_sum "$mnt/a/iso")" = "$s_a" ] || fail "deleting c changed its parent a"
+[ "$(tree_sum "$mnt/a/iso")" = "$s_a_now" ] || fail "deleting c changed its parent a"
 br delete b >/dev/null && br delete a >/dev/null || fail "delete a, b"
 expect_refused_last=$(br delete main 2>&1) && fail "the last branch was deleted"
 printf '%s' "$expect_refused_last" | grep -q "last branch" || fail "delete of the last branch: $expect_refused_last"
@@ -178,5 +200,15 @@ psql_q "$port" "INSERT INTO acked VALUES (-2)" || fail "write on the parent"
 [ "$(psql_q "$port" "SELECT count(*) FROM acked WHERE id = -1")" = 0 ] || fail "the parent sees the child's row"
 [ "$(psql_q "$port2" "SELECT count(*) FROM acked WHERE id = -2")" = 0 ] || fail "the child sees the parent's row"
 pass "after branching, the parent and the child do not see each other's writes"
+out=$(br reset snap 2>&1) && fail "reset of a branch with Postgres running succeeded"
+printf '%s' "$out" | grep -q "Postgres runs on branch 'snap'" || fail "reset while running: $out"
+pass "reset refused while Postgres runs on the branch: \"$out\""
 pg_stop "$pgs" && pg_stop "$pgm" || fail "stop"
+br reset snap >/dev/null || fail "reset snap"
+pg_start "$pgs" "$port2" || fail "start Postgres on snap after reset"
+[ "$(psql_q "$port2" "SELECT count(*) FROM acked WHERE id IN (-1, -2)")" = 1 ] &&
+	[ "$(psql_q "$port2" "SELECT count(*) FROM acked WHERE id = -2")" = 1 ] ||
+	fail "after reset, snap does not hold exactly the parent's rows"
+pass "after reset, Postgres on snap sees the parent's row and not its own"
+pg_stop "$pgs" || fail "stop"
 echo "ok: branch.sh: all checks passed"
