@@ -86,6 +86,21 @@ static int check_seg_header(const uint8_t *h, uint32_t seg, const char *path)
  * style commits), and not for bulk loads (few syncs, many bytes). */
 #define PREP_MIN_SYNCS_PER_MIB 32
 
+/* Overwrite [from, to) with zeros: a new segment's preallocation, or a torn
+ * tail inside one. */
+static int zero_range(int fd, uint64_t from, uint64_t to)
+{
+	static const uint8_t zeros[1 << 20];
+	while (from < to) {
+		struct iovec iov = { (void *)zeros, (size_t)COW_MIN(to - from, (uint64_t)sizeof zeros) };
+		ssize_t n = cow_io_pwritev_all(fd, &iov, 1, (off_t)from);
+		if (n < 0)
+			return (int)n;
+		from += iov.iov_len;
+	}
+	return 0;
+}
+
 /* Write DIR/NAME, COW_LOG_SEGMENT_MAX bytes long: zero-filled and synced
  * (so appends change no metadata), or sparse. */
 static int new_segment_file(const char *dir, const char *name, bool zero_fill, int *ret_fd)
@@ -95,18 +110,7 @@ static int new_segment_file(const char *dir, const char *name, bool zero_fill, i
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	int r = 0;
-	if (zero_fill) {
-		static const uint8_t zeros[1 << 20];
-		struct iovec iov = { (void *)zeros, sizeof zeros };
-		for (off_t off = 0; off < COW_LOG_SEGMENT_MAX && r == 0; off += sizeof zeros) {
-			ssize_t n = cow_io_pwritev_all(fd, &iov, 1, off);
-			if (n < 0)
-				r = (int)n;
-		}
-	} else {
-		r = cow_io_ftruncate(fd, COW_LOG_SEGMENT_MAX);
-	}
+	int r = zero_fill ? zero_range(fd, 0, COW_LOG_SEGMENT_MAX) : cow_io_ftruncate(fd, COW_LOG_SEGMENT_MAX);
 	if (r == 0)
 		r = cow_io_fdatasync(fd);
 	if (r < 0) {
@@ -300,20 +304,6 @@ static bool rest_is_zero(struct reader *rd, uint64_t off, int *err)
 		off += n;
 	}
 	return true;
-}
-
-/* Overwrite [from, to) with zeros (a torn tail inside a preallocated segment). */
-static int zero_range(int fd, uint64_t from, uint64_t to)
-{
-	static const uint8_t zeros[1 << 16];
-	while (from < to) {
-		struct iovec iov = { (void *)zeros, (size_t)COW_MIN(to - from, (uint64_t)sizeof zeros) };
-		ssize_t n = cow_io_pwritev_all(fd, &iov, 1, (off_t)from);
-		if (n < 0)
-			return (int)n;
-		from += iov.iov_len;
-	}
-	return 0;
 }
 
 /* Scan one segment from START up to LIMIT (a record boundary known to be the
