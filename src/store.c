@@ -295,15 +295,22 @@ out:
 	return r;
 }
 
-int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
+/* The name of DATA: the zero hash for an all-zero block (never stored),
+ * its SHA-256 otherwise. */
+static int name_object(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
 {
 	if (len == COW_BLOCK_SIZE && cow_buf_is_zero(data, len)) {
 		*ret = cow_hash_zero;
 		__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
 		return 0;
 	}
-	int r = cow_hash_compute(data, len, ret);
-	if (r < 0)
+	return cow_hash_compute(data, len, ret);
+}
+
+int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
+{
+	int r = name_object(s, data, len, ret);
+	if (r < 0 || cow_hash_is_zero(ret))
 		return r;
 	return cow_store_put_hashed(s, data, len, ret);
 }
@@ -312,12 +319,7 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 {
 	/* Hash outside the lock; then one append for every block not yet stored. */
 	for (size_t i = 0; i < n; i++) {
-		if (cow_buf_is_zero(blocks[i], COW_BLOCK_SIZE)) {
-			ret[i] = cow_hash_zero;
-			__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
-			continue;
-		}
-		int r = cow_hash_compute(blocks[i], COW_BLOCK_SIZE, &ret[i]);
+		int r = name_object(s, blocks[i], COW_BLOCK_SIZE, &ret[i]);
 		if (r < 0)
 			return r;
 	}
