@@ -140,23 +140,14 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 				return NULL;
 			return json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(&ref));
 		}
-		struct cow_ref *v;
-		size_t n;
-		int r = cow_fs_branch_list(c->fs, &v, &n);
+		struct cow_ref cur;
+		int r = cow_fs_branch_get(c->fs, name, &cur);
 		if (r < 0)
-			return error("%s", strerror(-r));
-		int found = -1;
-		for (size_t i = 0; i < n; i++)
-			if (strcmp(v[i].name, name) == 0)
-				found = (int)i;
-		uint32_t owner = found >= 0 ? v[found].owner : 0;
-		free(v);
-		if (found < 0)
 			return error("no branch '%s'", name);
 		bool reset = strcmp(cmd, "branch.reset") == 0;
-		if (uid != 0 && uid != owner)
+		if (uid != 0 && uid != cur.owner)
 			return error("branch '%s' belongs to uid %u: only its owner or root may %s it", name,
-				     (unsigned)owner, reset ? "reset" : "delete");
+				     (unsigned)cur.owner, reset ? "reset" : "delete");
 		if (reset) {
 			pid_t pid = 0;
 			struct cow_ref ref;

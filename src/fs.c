@@ -483,6 +483,16 @@ int cow_fs_branch_delete(struct cow_fs *fs, const char *name)
 	return r < 0 ? r : 0;
 }
 
+int cow_fs_branch_get(struct cow_fs *fs, const char *name, struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name);
+	if (r >= 0)
+		*ret = fs->slots[r].ref;
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
 int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
 {
 	pthread_mutex_lock(&fs->ckpt_lock);

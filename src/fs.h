@@ -56,7 +56,7 @@ const char *cow_fs_path(struct cow_fs *fs);
  * (frozen at one instant) and the child's ref names that root; the child has
  * no postmaster.pid.  -EINVAL bad name, -ENOENT no parent, -EEXIST taken.
  * Delete removes the ref (the blocks stay until GC); -ENOTEMPTY for the
- * store's last branch.  List copies the refs of the live branches. */
+ * store's last branch.  List and get copy refs of live branches. */
 struct cow_ref;
 typedef void (*cow_fs_announce_fn)(void *ctx, const struct cow_ref *ref);
 /* ANNOUNCE (may be NULL) runs once the child is durable, while the parent is
@@ -69,4 +69,6 @@ int cow_fs_branch_delete(struct cow_fs *fs, const char *name);
  * (its pid in *ret_pid).  Files open on the old state then fail (ESTALE). */
 int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, struct cow_ref *ret);
 int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
+/* A copy of NAME's ref, or -ENOENT. */
+int cow_fs_branch_get(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 #endif
