@@ -57,7 +57,9 @@ pgb() {
 }
 
 pg_fingerprint() {
+	# Parallel Append may emit the UNION ALL branches in any order: sort them.
 	psql_q "$1" "
+SELECT * FROM (
 SELECT 'pgbench_branches', count(*), sum(bbalance),
        md5(coalesce(string_agg(bid||':'||bbalance, ',' ORDER BY bid), ''))
   FROM pgbench_branches
@@ -73,7 +75,8 @@ UNION ALL
 SELECT 'pgbench_history', count(*), coalesce(sum(delta), 0),
        md5(coalesce(string_agg(tid||':'||bid||':'||aid||':'||delta||':'||mtime,
                                ',' ORDER BY tid, bid, aid, delta, mtime), ''))
-  FROM pgbench_history"
+  FROM pgbench_history
+) f ORDER BY 1"
 }
 
 pg_check_invariant() {
