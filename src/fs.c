@@ -60,7 +60,7 @@ int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
 	if (r == 0)
 		r = cow_branch_checkpoint(b, &ref.root, &ref.log_pos);
 	if (r == 0)
-		r = cow_ref_write(path, &ref);
+		r = cow_ref_write(path, COW_REF_BRANCH, &ref);
 	cow_branch_free(b);
 	cow_store_close(s);
 	if (r < 0) {
@@ -85,7 +85,7 @@ int cow_fs_open(const char *path, struct cow_fs **ret)
 	size_t n = 0;
 	/* Every ref is read and checked before the store is opened: opening
 	 * recovers the log, and bad input must change nothing. */
-	int r = cow_ref_list(path, &names, &n);
+	int r = cow_ref_list(path, COW_REF_BRANCH, &names, &n);
 	if (r < 0)
 		goto fail;
 	if (n == 0 && access(path, F_OK) == 0) {
@@ -103,7 +103,7 @@ int cow_fs_open(const char *path, struct cow_fs **ret)
 		goto fail;
 	}
 	for (size_t i = 0; i < n; i++)
-		if ((r = cow_ref_read(path, names[i], &fs->slots[i + 1].ref)) < 0)
+		if ((r = cow_ref_read(path, COW_REF_BRANCH, names[i], &fs->slots[i + 1].ref)) < 0)
 			goto fail;
 	if ((r = cow_store_open(path, &fs->store)) < 0)
 		goto fail;
@@ -134,7 +134,7 @@ static int checkpoint_slot(struct cow_fs *fs, struct slot *sl)
 	struct cow_ref ref = sl->ref;
 	int r = cow_branch_checkpoint(sl->branch, &ref.root, &ref.log_pos);
 	if (r == 0 && (!cow_hash_eq(&ref.root, &sl->ref.root) || ref.log_pos != sl->ref.log_pos)) {
-		r = cow_ref_write(cow_store_path(fs->store), &ref);
+		r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref);
 		if (r == 0)
 			sl->ref = ref;
 	}
@@ -390,7 +390,7 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, str
 	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
 	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
 		goto thaw;
-	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), ref)) < 0)
+	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, ref)) < 0)
 		goto thaw;
 	/* A new slot, also for a reset: every node id of the old state goes
 	 * stale (ESTALE), so nothing the kernel cached of it can be served. */
@@ -472,7 +472,7 @@ int cow_fs_branch_delete(struct cow_fs *fs, const char *name)
 		r = -ENOTEMPTY; /* a store keeps at least one branch */
 	if (r >= 0) {
 		struct slot *sl = &fs->slots[r];
-		if ((r = cow_ref_remove(cow_store_path(fs->store), name)) == 0) {
+		if ((r = cow_ref_remove(cow_store_path(fs->store), COW_REF_BRANCH, name)) == 0) {
 			pthread_mutex_lock(&fs->lock);
 			sl->gone = sl->branch;
 			sl->branch = NULL;

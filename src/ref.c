@@ -28,9 +28,17 @@ const char *cow_ref_check_name(const char *name)
 	return NULL;
 }
 
-static void refs_dir(const char *store, char *out, size_t n) { snprintf(out, n, "%s/refs/branches", store); }
+const char *cow_ref_kind_dir(enum cow_ref_kind kind)
+{
+	return kind == COW_REF_SNAPSHOT ? "snapshots" : kind == COW_REF_TRASH ? "trash" : "branches";
+}
 
-int cow_ref_write(const char *store, const struct cow_ref *ref)
+static void refs_dir(const char *store, enum cow_ref_kind kind, char *out, size_t n)
+{
+	snprintf(out, n, "%s/refs/%s", store, cow_ref_kind_dir(kind));
+}
+
+int cow_ref_write(const char *store, enum cow_ref_kind kind, const struct cow_ref *ref)
 {
 	if (cow_ref_check_name(ref->name))
 		return -EINVAL;
@@ -38,7 +46,7 @@ int cow_ref_write(const char *store, const struct cow_ref *ref)
 	snprintf(dir, sizeof dir, "%s/refs", store);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	refs_dir(store, dir, sizeof dir);
+	refs_dir(store, kind, dir, sizeof dir);
 	if (mkdir(dir, 0700) < 0) {
 		if (errno != EEXIST)
 			return -errno;
@@ -57,6 +65,22 @@ int cow_ref_write(const char *store, const struct cow_ref *ref)
 			      "created", (json_int_t)ref->created, "owner", (json_int_t)ref->owner);
 	if (!j)
 		return -ENOMEM;
+	/* Optional members: absent means the default (0, false). */
+	int e = 0;
+	if (ref->expires)
+		e |= json_object_set_new(j, "expires", json_integer(ref->expires));
+	if (ref->protected)
+		e |= json_object_set_new(j, "protected", json_true());
+	if (ref->deleted)
+		e |= json_object_set_new(j, "deleted", json_integer(ref->deleted));
+	if (ref->port || ref->on_demand || ref->idle_timeout)
+		e |= json_object_set_new(j, "postgres",
+					 json_pack("{s:i, s:b, s:I}", "port", (int)ref->port, "on_demand",
+						   (int)ref->on_demand, "idle_timeout", (json_int_t)ref->idle_timeout));
+	if (e) {
+		json_decref(j);
+		return -ENOMEM;
+	}
 	char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(j);
 	if (!text)
@@ -69,12 +93,12 @@ int cow_ref_write(const char *store, const struct cow_ref *ref)
 	return r;
 }
 
-int cow_ref_read(const char *store, const char *name, struct cow_ref *ret)
+int cow_ref_read(const char *store, enum cow_ref_kind kind, const char *name, struct cow_ref *ret)
 {
 	if (cow_ref_check_name(name))
 		return -EINVAL;
 	char path[4096];
-	refs_dir(store, path, sizeof path);
+	refs_dir(store, kind, path, sizeof path);
 	size_t dl = strlen(path);
 	snprintf(path + dl, sizeof path - dl, "/%s.json", name);
 	json_error_t err;
@@ -87,12 +111,17 @@ int cow_ref_read(const char *store, const char *name, struct cow_ref *ret)
 		return -EBADMSG;
 	}
 	const char *fmt = NULL, *nm = NULL, *root = NULL;
-	json_t *parent = NULL;
-	json_int_t version = 0, id = 0, pos = 0, created = 0, owner = 0;
+	json_t *parent = NULL, *expires = NULL, *pg = NULL;
+	json_int_t version = 0, id = 0, pos = 0, created = 0, owner = 0, deleted = 0;
+	json_int_t port = 0, idle = 0;
+	int prot = 0, on_demand = 0;
 	int r = -EBADMSG;
-	if (json_unpack_ex(j, &err, 0, "{s:s, s:I, s:s, s:I, s:s, s:I, s:o, s:I, s:I}", "format", &fmt,
-			   "version", &version, "name", &nm, "id", &id, "root", &root, "log_pos", &pos,
-			   "parent", &parent, "created", &created, "owner", &owner) < 0) {
+	if (json_unpack_ex(j, &err, 0, "{s:s, s:I, s:s, s:I, s:s, s:I, s:o, s:I, s:I, s?o, s?b, s?I, s?o}",
+			   "format", &fmt, "version", &version, "name", &nm, "id", &id, "root", &root,
+			   "log_pos", &pos, "parent", &parent, "created", &created, "owner", &owner,
+			   "expires", &expires, "protected", &prot, "deleted", &deleted, "postgres", &pg) < 0 ||
+	    (pg && json_unpack_ex(pg, &err, 0, "{s?I, s?b, s?I}", "port", &port, "on_demand", &on_demand,
+				  "idle_timeout", &idle) < 0)) {
 		cow_err("%s: not a cowfs ref: %s", path, err.text);
 		goto out;
 	}
@@ -109,7 +138,9 @@ int cow_ref_read(const char *store, const char *name, struct cow_ref *ret)
 	memset(ret, 0, sizeof *ret);
 	if (strcmp(nm, name) != 0 || cow_hash_from_hex(root, &ret->root) < 0 || id <= 0 || pos < 0 ||
 	    owner < 0 || owner > (json_int_t)UINT32_MAX ||
-	    (parent && !json_is_null(parent) && (!json_is_string(parent) || cow_ref_check_name(json_string_value(parent))))) {
+	    (parent && !json_is_null(parent) && (!json_is_string(parent) || cow_ref_check_name(json_string_value(parent)))) ||
+	    (expires && !json_is_null(expires) && (!json_is_integer(expires) || json_integer_value(expires) < 0)) ||
+	    deleted < 0 || port < 0 || port > 65535 || idle < 0 || idle > (json_int_t)UINT32_MAX) {
 		cow_err("%s: malformed ref", path);
 		goto out;
 	}
@@ -120,18 +151,24 @@ int cow_ref_read(const char *store, const char *name, struct cow_ref *ret)
 	ret->log_pos = (uint64_t)pos;
 	ret->created = created;
 	ret->owner = (uint32_t)owner;
+	ret->expires = json_is_integer(expires) ? json_integer_value(expires) : 0;
+	ret->protected = prot;
+	ret->deleted = deleted;
+	ret->port = (uint16_t)port;
+	ret->on_demand = on_demand;
+	ret->idle_timeout = (uint32_t)idle;
 	r = 0;
 out:
 	json_decref(j);
 	return r;
 }
 
-int cow_ref_remove(const char *store, const char *name)
+int cow_ref_remove(const char *store, enum cow_ref_kind kind, const char *name)
 {
 	if (cow_ref_check_name(name))
 		return -EINVAL;
 	char dir[4096], path[4200];
-	refs_dir(store, dir, sizeof dir);
+	refs_dir(store, kind, dir, sizeof dir);
 	snprintf(path, sizeof path, "%s/%s.json", dir, name);
 	if (unlink(path) < 0)
 		return -errno;
@@ -147,10 +184,10 @@ void cow_ref_names_free(char **names, size_t n)
 	free(names);
 }
 
-int cow_ref_list(const char *store, char ***ret, size_t *ret_n)
+int cow_ref_list(const char *store, enum cow_ref_kind kind, char ***ret, size_t *ret_n)
 {
 	char dir[4096];
-	refs_dir(store, dir, sizeof dir);
+	refs_dir(store, kind, dir, sizeof dir);
 	DIR *d = opendir(dir);
 	if (!d) {
 		if (errno != ENOENT)
