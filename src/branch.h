@@ -61,6 +61,9 @@ int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint
 int cow_branch_init_root(struct cow_branch *b, uint32_t mode, uint32_t uid, uint32_t gid);
 void cow_branch_free(struct cow_branch *b);
 uint64_t cow_branch_id(const struct cow_branch *b);
+/* From now on every mutation of B fails with -EROFS (a snapshot).  Call
+ * before B is shared with other threads. */
+void cow_branch_set_readonly(struct cow_branch *b);
 int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
 /* Hold every mutation of B, all its files at once, until cow_branch_thaw
  * (reads go on).  While frozen, only cow_branch_checkpoint_frozen may be
