@@ -165,7 +165,7 @@ static int checkpoint_slot(struct cow_fs *fs, struct slot *sl)
 	struct cow_ref ref = sl->ref;
 	int r = cow_branch_checkpoint(sl->branch, &ref.root, &ref.log_pos);
 	if (r == 0 && (!cow_hash_eq(&ref.root, &sl->ref.root) || ref.log_pos != sl->ref.log_pos)) {
-		r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref);
+		r = cow_ref_write(cow_store_path(fs->store), sl->kind, &ref);
 		if (r == 0)
 			sl->ref = ref;
 	}

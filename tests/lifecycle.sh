@@ -30,7 +30,8 @@ tree_sum() {
 }
 # the rows of 'branch list' without the tree's drawing
 rows() { br list "$@" | sed -E 's/^(│|├|└|─| )+//'; }
-state() { ls "$store/refs/"* 2>/dev/null | tr '\n' ' '; ls -a "$mnt" "$mnt/.snapshots" | tr '\n' ' '; }
+# (the trash is left out: the reaper purges it on its own schedule)
+state() { ls "$store/refs/branches" "$store/refs/snapshots" 2>/dev/null | tr '\n' ' '; ls -a "$mnt" "$mnt/.snapshots" | tr '\n' ' '; }
 expect_refused() { # DESCRIPTION EXIT PATTERN COMMAND...
 	local what=$1 want=$2 pattern=$3 out rc before; shift 3
 	before=$(state)
