@@ -637,6 +637,37 @@ out:
 		}                              \
 	} while (0)
 
+int cow_branch_map_root(struct cow_branch *b, uint64_t ino, cow_hash *ret)
+{
+	struct cow_inode *in;
+	pthread_mutex_lock(&b->lock);
+	int r = inode_get(b, ino, false, &in);
+	if (r == 0 && !S_ISREG(in->rec.mode))
+		r = -EINVAL;
+	if (r == 0 && in->map && cow_tree_dirty(in->map))
+		r = -EAGAIN;
+	if (r == 0)
+		*ret = in->rec.content;
+	pthread_mutex_unlock(&b->lock);
+	return r;
+}
+
+int cow_branch_block_hashes(struct cow_branch *b, uint64_t ino, uint64_t first, uint32_t n, cow_hash *ret)
+{
+	struct cow_inode *in;
+	struct cow_tree *m;
+	pthread_mutex_lock(&b->lock);
+	int r = inode_get(b, ino, false, &in);
+	if (r == 0 && !S_ISREG(in->rec.mode))
+		r = -EINVAL;
+	if (r == 0)
+		r = inode_map(b, in, &m);
+	for (uint32_t i = 0; r == 0 && i < n; i++)
+		r = cow_tree_get(m, first + i, &ret[i]);
+	pthread_mutex_unlock(&b->lock);
+	return r;
+}
+
 int cow_branch_getattr(struct cow_branch *b, uint64_t ino, struct cow_attr *ret)
 {
 	struct cow_inode *in;

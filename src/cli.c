@@ -79,22 +79,33 @@ json_t *request(const char *store, json_t *req)
 	text[len] = '\n';
 	ssize_t w = write(fd, text, len + 1);
 	free(text);
-	char buf[65536];
-	size_t used = 0;
+	/* One reply line, however long (a diff lists many files). */
+	size_t used = 0, cap = 65536;
+	char *buf = malloc(cap);
 	json_t *reply = NULL;
-	if (w == (ssize_t)len + 1) {
-		while (used < sizeof buf - 1) {
-			ssize_t n = read(fd, buf + used, sizeof buf - 1 - used);
+	if (buf && w == (ssize_t)len + 1) {
+		for (;;) {
+			if (used + 1 == cap) {
+				char *nb = cap < (256u << 20) ? realloc(buf, cap * 2) : NULL;
+				if (!nb)
+					break;
+				buf = nb;
+				cap *= 2;
+			}
+			ssize_t n = read(fd, buf + used, cap - 1 - used);
 			if (n <= 0)
 				break;
-			used += n;
-			if (memchr(buf, '\n', used))
+			if (memchr(buf + used, '\n', (size_t)n)) {
+				used += n;
 				break;
+			}
+			used += n;
 		}
 		buf[used] = 0;
 		json_error_t err;
 		reply = json_loads(buf, JSON_DISABLE_EOF_CHECK, &err);
 	}
+	free(buf);
 	close(fd);
 	if (!reply || !json_is_object(reply)) {
 		cow_err("no valid reply from the cowfs daemon of %s", store);
