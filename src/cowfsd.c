@@ -98,6 +98,11 @@ static int parse_o(struct opts *o, char *list)
 			o->writeback = true;
 		} else if (strcmp(tok, "nowriteback") == 0) {
 			o->writeback = false;
+		} else if (strncmp(tok, "max_read=", 9) == 0) {
+			/* libfuse ends the session at FUSE_INIT unless init() asks for the
+			 * same size, and the daemon exited 0 without a mount */
+			cow_err("max_read=%s: not supported", tok + 9);
+			return -EINVAL;
 		} else if (strcmp(tok, "debug") == 0) {
 			o->debug = o->foreground = true;
 		} else if (strcmp(tok, "allow_other") == 0 || strcmp(tok, "default_permissions") == 0 ||
