@@ -69,7 +69,12 @@ make -s -C "$TOP" install DESTDIR="$T/u" PREFIX=/usr >/dev/null || fail "make in
 make -s -C "$TOP" uninstall DESTDIR="$T/u" PREFIX=/usr >/dev/null || fail "make uninstall"
 left=$(cd "$T/u" && find . ! -type d | sort)
 [ "$left" = ./etc/default/cowfs ] || fail "make uninstall left more (or less) than /etc/default/cowfs: $left"
-pass "a second install keeps an edited /etc/default/cowfs; make uninstall removes all else"
+make -s -C "$TOP" install DESTDIR="$T/u2" PREFIX=/usr/local UNITDIR=/lib/systemd/system >/dev/null ||
+	fail "make install UNITDIR=/lib/systemd/system"
+[ -f "$T/u2/lib/systemd/system/cowfs.service" ] || fail "make install ignored UNITDIR"
+grep -qx 'ExecStart=/usr/local/bin/cowfsd -f -o "${COWFS_OPTIONS}" "${COWFS_STORE}" "${COWFS_MOUNT}"' \
+	"$T/u2/lib/systemd/system/cowfs.service" || fail "with PREFIX=/usr/local, cowfs.service does not run /usr/local/bin/cowfsd"
+pass "a second install keeps an edited /etc/default/cowfs; make uninstall removes all else; UNITDIR and PREFIX reach the units"
 
 # --- 2. systemd-analyze verify ----------------------------------------------
 # A good unit makes systemd-analyze print nothing: it exits 0 on unknown keys
@@ -99,7 +104,8 @@ mnt=$T/branches
 "$R/usr/bin/cowfs" init "$store" --owner postgres >/dev/null || fail "installed cowfs init"
 
 # The environment systemd builds: the unit's Environment=, then
-# EnvironmentFile= (the installed file, pointed at the test's store).
+# EnvironmentFile= (the installed file, pointed at the test's store; the
+# COWFS_OPTIONS=checkpoint=5 added above is in it).
 unit_value() { sed -n "s/^$2=//p" "$R$UD/$1"; }
 {
 	for kv in $(unit_value cowfs.service Environment); do echo "$kv"; done
@@ -115,13 +121,13 @@ unit_value cowfs.service ExecStop >"$T/ExecStop"
 # systemd sends after it.  MODE "kill": a synced file main/kill, then kill -9.
 service_cycle() {
 	set -u
-	local dir=$1 log=$2 mode=$3 check=${4:-} mock pid i cmd
+	local dir=$1 log=$2 mode=$3 check=${4:-} mock pid cmd
 	set -a; . "$dir/env"; set +a
 	cmd=$(cat "$dir/ExecStartPre"); eval "set -- ${cmd#-}"; "$@" || true
 	eval "set -- $(cat "$dir/ExecStart")"
 	python3 "$TESTS_DIR/notify-mock.py" --store "$COWFS_STORE" --mount "$COWFS_MOUNT" "$log" -- "$@" &
 	mock=$!
-	for i in $(seq 1 600); do grep -qs '^ready-check' "$log" && break; sleep 0.1; done
+	for _ in $(seq 1 600); do grep -qs '^ready-check' "$log" && break; sleep 0.1; done
 	pid=$(awk '$1 == "started" { print $2 }' "$log")
 	grep -q '^ready-check ok' "$log" || { echo "no ready-check ok"; kill -KILL "$pid"; return 1; }
 	# READY=1 said the mount answers: no waiting

@@ -304,8 +304,8 @@ as_installed() {
 }
 
 store_daemon_gone() {
-	local i pid
-	for i in $(seq 1 300); do
+	local pid _
+	for _ in $(seq 1 300); do
 		flock -n -x "$1/lock" true 2>/dev/null && return 0
 		sleep 0.1
 	done
