@@ -3,8 +3,8 @@
 
     notify-mock.py [--abstract] [--store STORE --mount MNT] LOG -- DAEMON [ARGS...]
 
-Binds an AF_UNIX datagram socket (a path in a temp dir, or with --abstract a
-name in the abstract namespace), with SO_PASSCRED on as systemd has it, and
+Binds an AF_UNIX datagram socket (a path in a new directory next to LOG, or
+with --abstract a name in the abstract namespace), with SO_PASSCRED on as systemd has it, and
 runs DAEMON with NOTIFY_SOCKET naming it.  Appends to LOG, one line each:
 
     started PID
@@ -85,7 +85,8 @@ def main(argv):
         sock.bind("\0" + name)
         addr = "@" + name
     else:
-        tmp = tempfile.mkdtemp(prefix="cowfs-notify.")
+        # next to LOG, so that the test's temp dir takes it along if we are killed
+        tmp = tempfile.mkdtemp(prefix="notify.", dir=os.path.dirname(os.path.abspath(log_path)))
         addr = os.path.join(tmp, "notify")
         sock.bind(addr)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
