@@ -13,6 +13,7 @@
 
 #include "branch.h"
 #include "log.h"
+#include "pg.h"
 #include "ref.h"
 #include "store.h"
 #include "util.h"
@@ -39,6 +40,9 @@ struct cow_fs {
 	unsigned ckpt_interval;
 	uint64_t last_ckpt_end;
 };
+
+static int pg_pick_port(struct cow_fs *fs, uint16_t *ret);
+static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, const struct cow_ref *ref);
 
 int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
 {
@@ -390,6 +394,8 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, str
 	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
 	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
 		goto thaw;
+	if ((r = pg_settle_child(fs, child, ref)) < 0)
+		goto thaw;
 	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, ref)) < 0)
 		goto thaw;
 	/* A new slot, also for a reset: every node id of the old state goes
@@ -432,6 +438,9 @@ int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent
 	struct cow_ref ref = { .created = time(NULL), .owner = owner };
 	snprintf(ref.name, sizeof ref.name, "%s", name);
 	snprintf(ref.parent, sizeof ref.parent, "%s", parent);
+	/* a port of its own, never the parent's; chosen before the parent is frozen */
+	if (pg_pick_port(fs, &ref.port) < 0)
+		cow_warn("no free port for branch %s's Postgres; one is assigned at 'cowfs pg start'", name);
 	if ((r = branch_from_parent(fs, p, &ref, NULL, announce, ctx)) == 0)
 		*ret = ref;
 out:
@@ -508,4 +517,75 @@ int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
 	*ret = v;
 	*ret_n = n;
 	return 0;
+}
+
+/* ---- Postgres on branches (pg.h) -------------------------------------------
+ * A branch's port lives in its ref; its postgresql.auto.conf carries the port
+ * and socket directory, so that a hand-typed pg_ctl uses them.  Any state a
+ * branch is (re)pointed at (create, reset, and restore) came from another
+ * branch and carries that one's settings: pg_settle_child writes the
+ * branch's own into it before the new state is synced and published. */
+
+/* A port no live branch has and nothing listens on; ckpt_lock held. */
+static int pg_pick_port(struct cow_fs *fs, uint16_t *ret)
+{
+	uint16_t used[COW_FS_MAX_BRANCHES];
+	size_t n = 0;
+	for (unsigned i = 1; i < fs->nslots; i++)
+		if (fs->slots[i].branch && fs->slots[i].ref.port)
+			used[n++] = fs->slots[i].ref.port;
+	return cow_pg_pick_port(used, n, ret);
+}
+
+/* CHILD, about to be published as REF, gets REF's port and socket directory
+ * in its settings; ckpt_lock held. */
+static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, const struct cow_ref *ref)
+{
+	char dir[512];
+	if (!ref->port || cow_pg_socket_dir(cow_store_path(fs->store), ref->name, dir, sizeof dir) < 0)
+		return 0;
+	int r = cow_pg_settings_write_branch(child, ref->port, dir);
+	if (r < 0)
+		cow_err("branch %s: cannot write its Postgres port into %s: %s", ref->name, COW_PG_SETTINGS_FILE,
+			strerror(-r));
+	return r;
+}
+
+int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name);
+	if (r < 0)
+		goto out;
+	struct slot *sl = &fs->slots[r];
+	r = 0;
+	if (!sl->ref.port) {
+		struct cow_ref ref = sl->ref;
+		if ((r = pg_pick_port(fs, &ref.port)) == 0 &&
+		    (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref)) == 0)
+			sl->ref = ref;
+	}
+	*ret = sl->ref;
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
+int cow_fs_branch_pg_set(struct cow_fs *fs, const char *name, bool on_demand, uint32_t idle_timeout,
+			 struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name);
+	if (r >= 0) {
+		struct slot *sl = &fs->slots[r];
+		struct cow_ref ref = sl->ref;
+		ref.on_demand = on_demand;
+		ref.idle_timeout = idle_timeout;
+		if ((r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref)) == 0) {
+			sl->ref = ref;
+			*ret = ref;
+		}
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
 }

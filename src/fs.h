@@ -16,6 +16,7 @@
  */
 #ifndef COW_FS_H
 #define COW_FS_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/statvfs.h>
@@ -71,4 +72,14 @@ int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, str
 int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
 /* A copy of NAME's ref, or -ENOENT. */
 int cow_fs_branch_get(struct cow_fs *fs, const char *name, struct cow_ref *ret);
+
+/* Postgres on branches (pg.h).  Create gives the child a port of its own
+ * (none of another branch, none bound on the machine); create and reset
+ * write the branch's port and socket directory into its
+ * postgresql.auto.conf.  Restore must do the same (pg_settle_child).
+ * pg_port: NAME's ref, after giving it a port if it had none
+ * (-EADDRINUSE: no port free).  pg_set: set the on-demand members. */
+int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *ret);
+int cow_fs_branch_pg_set(struct cow_fs *fs, const char *name, bool on_demand, uint32_t idle_timeout,
+			 struct cow_ref *ret);
 #endif
