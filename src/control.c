@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "fs.h"
+#include "pgd.h"
 #include "ref.h"
 #include "util.h"
 
@@ -32,7 +33,14 @@ struct cow_control {
 	int stop_pipe[2];
 	pthread_t thread;
 	char path[4096];
+	struct cow_pgd *pgd; /* Postgres on branches; set once, read with __atomic */
 };
+
+void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd)
+{
+	if (c)
+		__atomic_store_n(&c->pgd, pgd, __ATOMIC_RELEASE);
+}
 
 static json_t *ref_json(const struct cow_ref *r)
 {
@@ -100,6 +108,9 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 	const char *cmd = str_field(req, "cmd");
 	if (!cmd)
 		return error("a request is a JSON object with a string \"cmd\"");
+	struct cow_pgd *pgd = __atomic_load_n(&c->pgd, __ATOMIC_ACQUIRE);
+	if (strncmp(cmd, "pg.", 3) == 0)
+		return pgd ? cow_pgd_handle(pgd, cmd, req, uid) : error("the daemon runs without its Postgres helper");
 	if (strcmp(cmd, "branch.list") == 0) {
 		struct cow_ref *v;
 		size_t n;
@@ -134,6 +145,7 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 			if (r < 0)
 				return error("cannot create branch '%s': %s", name, strerror(-r));
 			cow_info("branch %s created from %s by uid %u", name, from, (unsigned)uid);
+			cow_pgd_created(pgd, name);
 			if (c->notify)
 				c->notify(c->ctx, name);
 			if (a.sent)
@@ -151,7 +163,9 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 		if (reset) {
 			pid_t pid = 0;
 			struct cow_ref ref;
+			cow_pgd_hold(pgd, name); /* an on-demand Postgres is stopped, and restarts on the new state */
 			r = cow_fs_branch_reset(c->fs, name, &pid, &ref);
+			cow_pgd_release(pgd, name, false);
 			if (r == -EBUSY)
 				return error("Postgres runs on branch '%s' (pid %d): stop it first", name, (int)pid);
 			if (r == -ECHILD)
@@ -163,7 +177,9 @@ static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
 				c->notify(c->ctx, name);
 			return json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(&ref));
 		}
+		cow_pgd_hold(pgd, name);
 		r = cow_fs_branch_delete(c->fs, name);
+		cow_pgd_release(pgd, name, r == 0);
 		if (r == -ENOTEMPTY)
 			return error("'%s' is the store's last branch and cannot be deleted", name);
 		if (r < 0)

@@ -6,6 +6,7 @@
  *   {"cmd":"branch.delete","name":N}           -> {"ok":true}
  *   {"cmd":"branch.reset","name":N}            -> {"ok":true,"branch":{...}}
  *   {"cmd":"branch.list"}                      -> {"ok":true,"branches":[...]}
+ *   {"cmd":"pg.*", ...}                        -> pgd.h
  *   anything else                              -> {"ok":false,"error":"..."}
  *
  * Bad input (not JSON, not an object, unknown command, missing or mistyped
@@ -24,5 +25,8 @@ struct cow_control;
 typedef void (*cow_control_notify_fn)(void *ctx, const char *branch);
 
 int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx, struct cow_control **ret);
+/* Hand "pg.*" requests and branch changes to PGD (pgd.h). */
+struct cow_pgd;
+void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd);
 void cow_control_stop(struct cow_control *c);
 #endif
