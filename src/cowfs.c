@@ -6,6 +6,7 @@
  *   cowfs branch list [--json]
  *   cowfs branch delete NAME
  *   cowfs branch reset NAME
+ *   cowfs pg ...                 (pgcli.h)
  *   cowfs version
  *
  * Branch commands talk to the daemon over its control socket (control.h),
@@ -28,7 +29,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "fs.h"
+#include "pgcli.h"
 #include "util.h"
 
 #define COWFS_VERSION "0.1.0"
@@ -45,6 +48,8 @@ static void usage(FILE *f)
 		"  branch delete NAME                  delete a branch\n"
 		"  branch reset NAME                   back to its parent's current state\n"
 		"      branch commands take --store STORE or --mount MOUNTPOINT, and --json\n"
+		"  pg start|stop|restart|status|env|psql|ondemand|initdb BRANCH ...\n"
+		"                                      Postgres on a branch; 'cowfs pg --help'\n"
 		"  version                             print the version\n"
 		"Unmount with 'umount MOUNTPOINT'.  See cowfs(1).\n");
 }
@@ -147,7 +152,7 @@ static int cmd_mount(int argc, char **argv)
 
 /* The store whose daemon to talk to: --store, --mount, $COWFS_STORE, or
  * the only cowfs mount. */
-static int find_store(const char *store, const char *mnt, char *out, size_t n)
+int find_store(const char *store, const char *mnt, char *out, size_t n)
 {
 	if (!store)
 		store = getenv("COWFS_STORE");
@@ -192,7 +197,7 @@ static int find_store(const char *store, const char *mnt, char *out, size_t n)
 }
 
 /* Send one request, return the reply (NULL after printing why). */
-static json_t *request(const char *store, json_t *req)
+json_t *request(const char *store, json_t *req)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/control.sock", store) >= sizeof sa.sun_path) {
@@ -201,7 +206,10 @@ static json_t *request(const char *store, json_t *req)
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-		cow_err("cannot reach the cowfs daemon of %s (%s): is the store mounted?", store, strerror(errno));
+		if (errno == EACCES)
+			cow_err("cannot reach the cowfs daemon of %s: its control socket is for root only", store);
+		else
+			cow_err("cannot reach the cowfs daemon of %s (%s): is the store mounted?", store, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return NULL;
@@ -289,10 +297,20 @@ static int cmd_branch(int argc, char **argv)
 		json_decref(req);
 		return 1;
 	}
+	/* Postgres started by hand on the branch is stopped first, and after a
+	 * reset (or a failed delete) started again on the same port */
+	struct pgcli_change pgc = { .restart = false };
+	bool reset = strcmp(sub, "reset") == 0;
+	if ((reset || strcmp(sub, "delete") == 0) && pgcli_before_change(path, name, &pgc)) {
+		json_decref(req);
+		return 1;
+	}
 	json_t *reply = request(path, req);
 	json_decref(req);
-	if (!reply)
+	if (!reply) {
+		pgcli_after_change(&pgc);
 		return 1;
+	}
 	int ok = json_is_true(json_object_get(reply, "ok"));
 	if (as_json) {
 		char *text = json_dumps(reply, JSON_COMPACT);
@@ -322,6 +340,8 @@ static int cmd_branch(int argc, char **argv)
 		printf("deleted branch %s\n", name);
 	}
 	json_decref(reply);
+	if ((reset || !ok) && pgcli_after_change(&pgc))
+		ok = 0;
 	return ok ? 0 : 1;
 usage:
 	usage(stderr);
@@ -342,6 +362,8 @@ int main(int argc, char **argv)
 		return cmd_mount(argc - 1, argv + 1);
 	if (strcmp(cmd, "branch") == 0)
 		return cmd_branch(argc - 1, argv + 1);
+	if (strcmp(cmd, "pg") == 0)
+		return pgcli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("cowfs %s\n", COWFS_VERSION);
 		return 0;
