@@ -14,7 +14,7 @@ DESTDIR ?=
 
 CC      ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS    := fuse3 jansson libcrypto
+PKGS    := fuse3 jansson libcrypto libgit2
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes \
            -Wmissing-prototypes -Wno-unused-parameter -Wformat=2 -D_FILE_OFFSET_BITS=64 \
@@ -29,7 +29,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref pg fs pgd control
+CORE := crc32c hash io util log store tree inode branch ref pg fs pgd control git envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs
