@@ -46,7 +46,7 @@ $(B)/libcowfs.a: $(CORE_OBJS)
 $(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/cowfs: $(B)/cowfs.o $(B)/pgcli.o $(B)/libcowfs.a
+$(B)/cowfs: $(B)/cowfs.o $(B)/pgcli.o $(B)/gitcli.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/mount.cowfs: $(B)/cowfsd
@@ -79,6 +79,7 @@ install: all
 	for m in man/*.1; do [ ! -e "$$m" ] || install -m 0644 $$m $(DESTDIR)$(MANDIR)/man1/; done
 	for m in man/*.5; do [ ! -e "$$m" ] || install -m 0644 $$m $(DESTDIR)$(MANDIR)/man5/; done
 	for m in man/*.8; do [ ! -e "$$m" ] || install -m 0644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+	install -d $(DESTDIR)$(PREFIX)/share/cowfs/hooks $(DESTDIR)$(MANDIR)/man7 && install -m 0755 hooks/* $(DESTDIR)$(PREFIX)/share/cowfs/hooks/ && install -m 0644 man/*.7 $(DESTDIR)$(MANDIR)/man7/
 
 clean:
 	rm -rf $(B)

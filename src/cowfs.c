@@ -7,6 +7,7 @@
  *   cowfs branch delete NAME
  *   cowfs branch reset NAME
  *   cowfs pg ...                 (pgcli.h)
+ *   cowfs git ...                (gitcli.h)
  *   cowfs version
  *
  * Branch commands talk to the daemon over its control socket (control.h),
@@ -31,6 +32,7 @@
 
 #include "cli.h"
 #include "fs.h"
+#include "gitcli.h"
 #include "pgcli.h"
 #include "util.h"
 
@@ -50,6 +52,7 @@ static void usage(FILE *f)
 		"      branch commands take --store STORE or --mount MOUNTPOINT, and --json\n"
 		"  pg start|stop|restart|status|env|psql|ondemand|initdb BRANCH ...\n"
 		"                                      Postgres on a branch; 'cowfs pg --help'\n"
+		"  git install|uninstall|sync|list|prune a database branch per git branch; 'cowfs git --help'\n"
 		"  version                             print the version\n"
 		"Unmount with 'umount MOUNTPOINT'.  See cowfs(1).\n");
 }
@@ -364,6 +367,8 @@ int main(int argc, char **argv)
 		return cmd_branch(argc - 1, argv + 1);
 	if (strcmp(cmd, "pg") == 0)
 		return pgcli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "git") == 0)
+		return gitcli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("cowfs %s\n", COWFS_VERSION);
 		return 0;

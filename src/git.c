@@ -1,10 +1,13 @@
 #include "git.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <git2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "util.h"
@@ -239,6 +242,26 @@ int cow_git_hooks_dir(struct cow_git *g, char *out, size_t n)
 	if ((size_t)snprintf(out, n, "%s%shooks", common, common[strlen(common) - 1] == '/' ? "" : "/") >= n)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+int cow_git_lock(struct cow_git *g)
+{
+	char path[4096];
+	const char *common = git_repository_commondir(g->repo);
+	if ((size_t)snprintf(path, sizeof path, "%s%scowfs.lock", common, common[strlen(common) - 1] == '/' ? "" : "/") >=
+	    sizeof path)
+		return -ENAMETOOLONG;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			int r = -errno;
+			close(fd);
+			return r;
+		}
+	}
+	return fd;
 }
 
 int cow_git_head(struct cow_git *g, char *out, size_t n)

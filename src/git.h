@@ -64,6 +64,12 @@ const char *cow_git_workdir(const struct cow_git *g);
  * tree), else the common git directory's hooks/. */
 int cow_git_hooks_dir(struct cow_git *g, char *out, size_t n);
 
+/* Serialise the commands that change pairings and database branches of
+ * this repository (two deletions of one branch run two hooks at once):
+ * an exclusive flock on GITDIR/cowfs.lock, waited for.  The descriptor
+ * (close it to unlock), or -errno. */
+int cow_git_lock(struct cow_git *g);
+
 /* The checked-out branch's short name: 0; 1 if HEAD is detached (OUT ""). */
 int cow_git_head(struct cow_git *g, char *out, size_t n);
 /* The commit a local branch points at, in hex: 0, -ENOENT if no such
