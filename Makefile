@@ -46,7 +46,7 @@ $(B)/libcowfs.a: $(CORE_OBJS)
 $(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/cowfs: $(B)/cowfs.o $(B)/pgcli.o $(B)/gitcli.o $(B)/libcowfs.a
+$(B)/cowfs: $(B)/cowfs.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/mount.cowfs: $(B)/cowfsd

@@ -8,6 +8,7 @@
  *   cowfs branch reset NAME
  *   cowfs pg ...                 (pgcli.h)
  *   cowfs git ...                (gitcli.h)
+ *   cowfs ci run ...             (cicli.h)
  *   cowfs version
  *
  * Branch commands talk to the daemon over its control socket (control.h),
@@ -30,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cicli.h"
 #include "cli.h"
 #include "fs.h"
 #include "gitcli.h"
@@ -53,6 +55,7 @@ static void usage(FILE *f)
 		"  pg start|stop|restart|status|env|psql|ondemand|initdb BRANCH ...\n"
 		"                                      Postgres on a branch; 'cowfs pg --help'\n"
 		"  git install|uninstall|sync|list|prune a database branch per git branch; 'cowfs git --help'\n"
+		"  ci run [--from BRANCH] -- COMMAND   COMMAND on a throw-away branch; 'cowfs ci --help'\n"
 		"  version                             print the version\n"
 		"Unmount with 'umount MOUNTPOINT'.  See cowfs(1).\n");
 }
@@ -369,6 +372,8 @@ int main(int argc, char **argv)
 		return pgcli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "git") == 0)
 		return gitcli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "ci") == 0)
+		return cicli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("cowfs %s\n", COWFS_VERSION);
 		return 0;
