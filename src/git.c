@@ -282,6 +282,19 @@ int cow_git_head(struct cow_git *g, char *out, size_t n)
 	return r;
 }
 
+bool cow_git_rebasing(struct cow_git *g)
+{
+	switch (git_repository_state(g->repo)) {
+	case GIT_REPOSITORY_STATE_REBASE:
+	case GIT_REPOSITORY_STATE_REBASE_INTERACTIVE:
+	case GIT_REPOSITORY_STATE_REBASE_MERGE:
+	case GIT_REPOSITORY_STATE_APPLY_MAILBOX_OR_REBASE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static int branch_oid(struct cow_git *g, const char *branch, git_oid *ret)
 {
 	git_reference *ref, *resolved;

@@ -72,6 +72,8 @@ int cow_git_lock(struct cow_git *g);
 
 /* The checked-out branch's short name: 0; 1 if HEAD is detached (OUT ""). */
 int cow_git_head(struct cow_git *g, char *out, size_t n);
+/* Is a rebase under way (HEAD detached for its duration)? */
+bool cow_git_rebasing(struct cow_git *g);
 /* The commit a local branch points at, in hex: 0, -ENOENT if no such
  * branch (or it has no commit yet). */
 int cow_git_branch_tip(struct cow_git *g, const char *branch, char oid[COW_GIT_OID_HEX]);

@@ -729,7 +729,9 @@ static void hook_post_checkout(struct ctx *c, int argc, char **argv)
 		return;
 	char G[256], summary[1200];
 	if (cow_git_head(c->g, G, sizeof G) != 0) {
-		hook_say("HEAD is detached: the database branch and the env file stay as they were");
+		/* a rebase detaches HEAD for its duration and comes back to its branch */
+		if (!cow_git_rebasing(c->g))
+			hook_say("HEAD is detached: the database branch and the env file stay as they were");
 		return;
 	}
 	if (sync_branch(c, G, summary, sizeof summary) < 0)

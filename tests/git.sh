@@ -13,7 +13,7 @@
 #   names: slashes, dots, upper case, unicode, 80 characters give valid,
 #     distinct names; a/b and a-b never share one; stable on re-checkout;
 #   detached HEAD, a store that is not mounted: the checkout succeeds, one
-#     line from cowfs, .env untouched;
+#     line from cowfs, .env untouched; a rebase (HEAD detached meanwhile): silent;
 #   `git branch -D` alone deletes nothing; `cowfs git prune --dry-run` lists
 #     the database branches of deleted and merged git branches and deletes
 #     nothing; `cowfs git prune` deletes them, keeps a protected one, one whose
@@ -166,6 +166,14 @@ git checkout --detach 2>"$T/err" || fail "checkout --detach failed: $(cat "$T/er
 	fail "detached HEAD: expected one line from cowfs, got: $(cat "$T/err")"
 cmp -s .env "$T/env.before" || fail "detached HEAD changed .env"
 pass "detached HEAD: checkout succeeds, one line: $(cowfs_lines "$T/err")"
+git checkout -q main 2>/dev/null
+# a rebase detaches HEAD while it works: no message, .env stays the branch's
+git checkout -q -b rb 2>/dev/null && echo r >r && git add r && git commit -q -m r && git checkout -q main 2>/dev/null &&
+	echo m0 >m0 && git add m0 && git commit -q -m m0 && git checkout -q rb 2>/dev/null || fail "set up a rebase"
+cp .env "$T/env.before"
+git rebase main 2>"$T/err" >/dev/null || fail "git rebase: $(cat "$T/err")"
+[ -z "$(cowfs_lines "$T/err")" ] && cmp -s .env "$T/env.before" || fail "rebase: cowfs said $(cat "$T/err") or changed .env"
+pass "git rebase (HEAD detached meanwhile): no message, .env still names rb's database"
 git checkout -q main 2>/dev/null
 cp .env "$T/env.before"
 mkdir -p "$T/not-mounted"
