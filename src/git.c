@@ -440,7 +440,7 @@ int cow_git_pairs(struct cow_git *g, struct cow_git_pair **ret, size_t *ret_n)
 
 int cow_git_pair_put(struct cow_git *g, const struct cow_git_pair *p)
 {
-	char key[400], v[32];
+	char key[COW_GIT_BRANCH_MAX + 64], v[32];
 	int r;
 	if (cow_ref_check_name(p->db) || !p->git_branch[0])
 		return -EINVAL;
@@ -462,7 +462,7 @@ int cow_git_pair_put(struct cow_git *g, const struct cow_git_pair *p)
 int cow_git_pair_forget(struct cow_git *g, const char *db, const char *git_branch)
 {
 	static const char *const fields[] = { "gitBranch", "forkedAt", "created" };
-	char key[400], cur[COW_NAME_LEN + 1];
+	char key[COW_GIT_BRANCH_MAX + 64], cur[COW_NAME_LEN + 1];
 	int r;
 	for (size_t i = 0; i < COW_ARRAY_SIZE(fields); i++) {
 		if ((r = pair_key(key, sizeof key, db, fields[i])) < 0 || (r = cow_git_set(g, key, NULL)) < 0)
@@ -490,7 +490,7 @@ bool cow_git_db_claimed(struct cow_git *g, const char *db, const char *except, c
 			const char *first = strchr(e->name, '.'), *last = strrchr(e->name, '.');
 			if (strcmp(e->value, db) != 0 || !first || last <= first + 1)
 				continue;
-			char branch[256], tip[COW_GIT_OID_HEX];
+			char branch[COW_GIT_BRANCH_MAX], tip[COW_GIT_OID_HEX];
 			if ((size_t)(last - first - 1) >= sizeof branch)
 				continue;
 			snprintf(branch, sizeof branch, "%.*s", (int)(last - first - 1), first + 1);

@@ -43,6 +43,7 @@
 #define COW_GIT_SUFFIX_HEX 8
 #define COW_GIT_STEM_MAX (COW_NAME_LEN - 1 - COW_GIT_SUFFIX_HEX)
 #define COW_GIT_OID_HEX 65 /* SHA-1 or SHA-256 object names, NUL included */
+#define COW_GIT_BRANCH_MAX 1024 /* a git branch's short name, NUL included */
 
 typedef bool (*cow_git_taken_fn)(const char *db, void *ctx);
 
@@ -98,7 +99,7 @@ int cow_git_set(struct cow_git *g, const char *key, const char *value);
 /* ---- pairings ---- */
 struct cow_git_pair {
 	char db[COW_NAME_LEN + 1];
-	char git_branch[256];
+	char git_branch[COW_GIT_BRANCH_MAX];
 	char forked_at[COW_GIT_OID_HEX]; /* "" if unknown */
 	int64_t created;                 /* 0: not created by cowfs git */
 };

@@ -36,9 +36,9 @@ struct ctx {
 	char store[PATH_MAX];
 	json_t *list;                   /* the daemon's branch.list reply, once asked */
 	char parent[COW_NAME_LEN + 1];  /* cowfs.parent */
-	char parent_git[256];           /* the git branch that uses it */
+	char parent_git[COW_GIT_BRANCH_MAX];           /* the git branch that uses it */
 	const char *naming;             /* the git branch being named (name_taken) */
-	char why[1024];                 /* what failed, one line */
+	char why[8192];                 /* what failed, one line */
 };
 
 static void usage(FILE *f)
@@ -237,7 +237,7 @@ static bool name_taken(const char *db, void *arg)
 /* The database branch of git branch G, recorded (git.h). */
 static int pair_for(struct ctx *c, const char *G, struct cow_git_pair *ret)
 {
-	char key[400], db[COW_NAME_LEN + 1], tip[COW_GIT_OID_HEX] = "";
+	char key[COW_GIT_BRANCH_MAX + 64], db[COW_NAME_LEN + 1], tip[COW_GIT_OID_HEX] = "";
 	cow_git_branch_tip(c->g, G, tip);
 	if ((size_t)snprintf(key, sizeof key, "branch.%s.cowfsDatabase", G) >= sizeof key)
 		return fail(c, "git branch name too long");
@@ -303,7 +303,7 @@ static int write_env(struct ctx *c, const char *db, const char *G, const char *b
 	if (cow_git_get_path(c->g, "cowfs.envFile", cfg, sizeof cfg) < 0 || !cfg[0])
 		snprintf(cfg, sizeof cfg, ".env");
 	in_worktree(c, cfg, path, pn);
-	char *old, *text, title[512];
+	char *old, *text, title[COW_GIT_BRANCH_MAX + 256];
 	size_t old_len, len;
 	int r = cow_envfile_read(path, &old, &old_len);
 	if (r < 0)
@@ -356,7 +356,7 @@ static int sync_locked(struct ctx *c, const char *G, char *summary, size_t sn)
 			return fail(c, "no database branch '%s' in %s for git branch %s (cowfs.parent)", db, c->store, G);
 		if (!branch_get(c, c->parent))
 			return fail(c, "no database branch '%s' to create '%s' from (cowfs.parent)", c->parent, db);
-		char ttl[64] = "", what[200];
+		char ttl[64] = "", what[COW_GIT_BRANCH_MAX + 256];
 		bool has_ttl = cow_git_get(c->g, "cowfs.ttl", ttl, sizeof ttl) == 0 && ttl[0];
 		const char *args[] = { "branch", "create", db, "--from", c->parent, has_ttl ? "--ttl" : NULL, ttl, NULL };
 		snprintf(what, sizeof what, "cannot create database branch %s for git branch %s", db, G);
@@ -367,7 +367,7 @@ static int sync_locked(struct ctx *c, const char *G, char *summary, size_t sn)
 		if (cow_git_pair_put(c->g, &pair) < 0)
 			return fail(c, "cannot record database branch %s in the git config", db);
 	}
-	char *body = NULL, what[200], path[PATH_MAX];
+	char *body = NULL, what[PATH_MAX + 256], path[PATH_MAX];
 	const char *env_args[] = { "pg", "env", db, "--format", "dotenv", NULL };
 	snprintf(what, sizeof what, "cannot get the connection settings of database branch %s", db);
 	if (run(c, &body, env_args, what) < 0)
@@ -413,10 +413,11 @@ static json_t *prune_plan(struct ctx *c, enum which which, const char *only_db, 
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct cow_git_pair *p = &v[i];
-		char tip[COW_GIT_OID_HEX], reason[400], other[256];
+		char tip[COW_GIT_OID_HEX], reason[2 * COW_GIT_BRANCH_MAX + 64], other[COW_GIT_BRANCH_MAX];
 		if (only_db && strcmp(p->db, only_db) != 0)
 			continue;
-		if (cow_git_branch_tip(c->g, p->git_branch, tip) < 0) {
+		bool gone = cow_git_branch_tip(c->g, p->git_branch, tip) < 0;
+		if (gone) {
 			if (cow_git_db_claimed(c->g, p->db, p->git_branch, other, sizeof other)) {
 				/* renamed: the record follows the branch */
 				snprintf(p->git_branch, sizeof p->git_branch, "%s", other);
@@ -435,7 +436,9 @@ static json_t *prune_plan(struct ctx *c, enum which which, const char *only_db, 
 			cut(reason, sizeof reason, "git branch %s is merged into %s", p->git_branch, c->parent_git);
 		}
 		const char *action = "delete", *kept = NULL;
-		if (!p->created)
+		if (!p->created && gone)
+			action = "forget", kept = "cowfs git did not create it, so only the pairing goes";
+		else if (!p->created)
 			action = "keep", kept = "not created by cowfs git";
 		else if (strcmp(p->db, c->parent) == 0)
 			action = "keep", kept = "it is cowfs.parent";
@@ -714,7 +717,7 @@ static int cmd_uninstall(struct ctx *c)
 static void hook_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void hook_say(const char *fmt, ...)
 {
-	char line[1200];
+	char line[8192];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
@@ -727,7 +730,7 @@ static void hook_post_checkout(struct ctx *c, int argc, char **argv)
 	/* a file checkout (flag 0) changes no branch */
 	if (argc >= 3 && strcmp(argv[2], "1") != 0)
 		return;
-	char G[256], summary[1200];
+	char G[COW_GIT_BRANCH_MAX], summary[8192];
 	if (cow_git_head(c->g, G, sizeof G) != 0) {
 		/* a rebase detaches HEAD for its duration and comes back to its branch */
 		if (!cow_git_rebasing(c->g))
@@ -776,8 +779,8 @@ static bool alive(pid_t pid)
 
 static void hook_reference_transaction(struct ctx *c, int argc, char **argv)
 {
-	char line[1200];
-	char gone[32][256];
+	char line[COW_GIT_BRANCH_MAX + 256];
+	char gone[32][COW_GIT_BRANCH_MAX];
 	int n = 0;
 	while (fgets(line, sizeof line, stdin)) {
 		char old[80], new[80], ref[1024];
@@ -845,7 +848,7 @@ static void hook_reference_transaction(struct ctx *c, int argc, char **argv)
 
 static void hook_post_merge(struct ctx *c)
 {
-	char G[256];
+	char G[COW_GIT_BRANCH_MAX];
 	if (cow_git_head(c->g, G, sizeof G) != 0 || settings(c) < 0 || strcmp(G, c->parent_git) != 0)
 		return;
 	bool auto_prune = false;
@@ -854,7 +857,9 @@ static void hook_post_merge(struct ctx *c)
 	int lock = cow_git_lock(c->g);
 	json_t *plan = NULL;
 	if (store_open(c) < 0) {
-		hook_say("%s: merged git branches keep their database branches", c->why);
+		/* without autoPrune this hook only informs: no store, nothing to say */
+		if (auto_prune)
+			hook_say("%s: merged git branches keep their database branches", c->why);
 		goto out;
 	}
 	if (!(plan = prune_plan(c, PRUNE_MERGED, NULL, auto_prune)))
@@ -921,13 +926,13 @@ static int cmd_list(struct ctx *c)
 	if (cow_git_pairs(c->g, &v, &n) < 0)
 		return 1;
 	json_t *arr = json_array();
-	char head[256] = "";
+	char head[COW_GIT_BRANCH_MAX] = "";
 	cow_git_head(c->g, head, sizeof head);
 	json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "git_branch", c->parent_git, "database", c->parent,
 					     "state", "parent"));
 	for (size_t i = 0; i < n; i++) {
 		struct cow_git_pair *p = &v[i];
-		char tip[COW_GIT_OID_HEX], state[300];
+		char tip[COW_GIT_OID_HEX], state[COW_GIT_BRANCH_MAX + 64];
 		bool exists = cow_git_branch_tip(c->g, p->git_branch, tip) == 0;
 		if (!exists)
 			snprintf(state, sizeof state, "git branch gone");
@@ -970,7 +975,7 @@ static int cmd_list(struct ctx *c)
 
 static int cmd_sync(struct ctx *c)
 {
-	char G[256], summary[1200];
+	char G[COW_GIT_BRANCH_MAX], summary[8192];
 	if (cow_git_bare(c->g)) {
 		cow_err("a bare repository has no checked-out branch");
 		return 1;

@@ -17,7 +17,10 @@
 #   `git branch -D` alone deletes nothing; `cowfs git prune --dry-run` lists
 #     the database branches of deleted and merged git branches and deletes
 #     nothing; `cowfs git prune` deletes them, keeps a protected one, one whose
-#     git branch has no commit of its own, and those of live branches;
+#     git branch has no commit of its own, those of live branches, and one
+#     paired by hand (only the pairing goes);
+#   an existing database branch is never taken by name (git branch staging
+#     gets staging-XXXXXXXX), only by a pairing set by hand;
 #   cowfs.autoPrune: `git branch -m` keeps the database (the pairing follows),
 #     `git branch -D` deletes it;
 #   core.hooksPath is where the hooks go.
@@ -158,6 +161,17 @@ git checkout -q a/b 2>/dev/null && [ "$(git config branch.a/b.cowfsDatabase)" = 
 git checkout -q main 2>/dev/null
 for g in "${!db[@]}"; do printf '    %-24s -> %s\n' "$(printf '%s' "$g" | cut -c1-24)" "${db[$g]}"; done
 pass "names valid and distinct (a/b -> a-b, a-b -> ${db[a-b]}), stable, reachable on demand"
+# a database branch cowfs git did not make is never taken by name, only when paired by hand
+"$C" branch create staging --from main --store "$store" >/dev/null || fail "create staging"
+git checkout -q -b staging 2>/dev/null && [[ $(git config branch.staging.cowfsDatabase) =~ ^staging-[0-9a-f]{8}$ ]] ||
+	fail "git branch staging took the existing database branch staging: $(git config branch.staging.cowfsDatabase)"
+git checkout -q main 2>/dev/null && git branch manual && git config branch.manual.cowfsDatabase staging &&
+	git checkout -q manual 2>/dev/null || fail "check out a branch paired by hand"
+[ "$(envval PGPORT)" = "$("$C" pg env staging --format json --store "$store" | python3 -c 'import json,sys; print(json.load(sys.stdin)["PGPORT"])')" ] &&
+	[ "$(git config cowfsDatabase.staging.gitBranch)" = manual ] && [ -z "$(git config cowfsDatabase.staging.created)" ] ||
+	fail "the pairing by hand with staging was not used or recorded: $(git config --get-regexp cowfsdatabase.staging)"
+git checkout -q main 2>/dev/null
+pass "git branch staging gets $(git config branch.staging.cowfsDatabase), not the existing staging; a pairing set by hand is used"
 
 # --- detached HEAD, not mounted --------------------------------------------------------------
 cp .env "$T/env.before"
@@ -196,7 +210,7 @@ pass "post-merge names the database branch of the merged git branch: $(cowfs_lin
 git checkout -q -b fresh 2>/dev/null && git checkout -q main 2>/dev/null # no commit of its own
 git checkout -q -b keepme 2>/dev/null && git checkout -q main 2>/dev/null
 uni=gr$(printf '\xc3\xbc\xc3\x9f')e
-git branch -q -D rel.1.2 "$uni" keepme || fail "git branch -D"
+git branch -q -D rel.1.2 "$uni" keepme manual || fail "git branch -D"
 has_branch rel.1.2 && has_branch "${db[$uni]}" && has_branch keepme || fail "git branch -D alone deleted a database branch"
 # protect keepme: with 'cowfs branch set' where this cowfs has it, else in its ref while unmounted
 if ! "$C" branch set keepme --protected --store "$store" >/dev/null 2>&1; then
@@ -217,11 +231,13 @@ sed 's/^/    /' "$T/dry"
 	grep -q "^would delete database branch rel.1.2 (git branch rel.1.2 is gone)" "$T/dry" &&
 	grep -q "^would delete database branch ${db[$uni]} " "$T/dry" &&
 	grep -q "^would delete database branch feature-merged (git branch feature/merged is merged into main)" "$T/dry" &&
-	grep -q "^would keep database branch keepme .*: protected" "$T/dry" || fail "prune --dry-run listed: $(cat "$T/dry")"
-pass "prune --dry-run: lists rel.1.2, ${db[$uni]}, feature-merged; keeps protected keepme; deletes nothing"
+	grep -q "^would keep database branch keepme .*: protected" "$T/dry" &&
+	grep -q "^would forget the pairing of staging (git branch manual is gone)" "$T/dry" || fail "prune --dry-run listed: $(cat "$T/dry")"
+pass "prune --dry-run: lists rel.1.2, ${db[$uni]}, feature-merged; keeps protected keepme and staging (made by hand); deletes nothing"
 "$C" git prune >"$T/out" 2>&1 || fail "prune: $(cat "$T/out")"
 for d in rel.1.2 "${db[$uni]}" feature-merged; do ! has_branch "$d" || fail "prune left $d"; done
-for d in keepme fresh a-b "${db[a-b]}" feature-inventory-split main; do has_branch "$d" || fail "prune deleted $d"; done
+for d in keepme fresh a-b "${db[a-b]}" feature-inventory-split main staging; do has_branch "$d" || fail "prune deleted $d"; done
+[ -z "$(git config cowfsDatabase.staging.gitBranch)" ] || fail "the pairing of staging with the deleted git branch manual stays"
 [ -z "$(git config --get-regexp '^cowfsdatabase\.rel\.1\.2\.')" ] || fail "the pairing of rel.1.2 is still recorded"
 "$C" git prune --dry-run >"$T/dry" 2>&1 && ! grep -q '^would delete' "$T/dry" || fail "a second prune would still delete: $(cat "$T/dry")"
 pass "prune deleted them; protected keepme, fresh (no commit of its own) and live branches kept"
