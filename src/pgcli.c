@@ -22,6 +22,7 @@
 
 struct opts {
 	const char *store, *mnt, *bindir, *format, *user, *dbname, *mode, *idle, *log;
+	const char *pgopts; /* for pg_ctl -o */
 	unsigned timeout;
 	bool json;
 };
@@ -368,7 +369,13 @@ static int do_start(const struct opts *o, struct target *t)
 		snprintf(log, sizeof log, "%s/postgres.log", t->sockdir);
 	struct stat st;
 	off_t log_start = stat(log, &st) == 0 ? st.st_size : 0;
-	char *argv[] = { prog, "-D", t->datadir, "-l", log, "-w", "-t", timeout, "-s", "start", NULL };
+	char *argv[] = { prog, "-D", t->datadir, "-l", log, "-w", "-t", timeout, "-s", "start", NULL, NULL, NULL };
+	if (o->pgopts && *o->pgopts) {
+		argv[10] = argv[9];
+		argv[9] = "-o";
+		argv[11] = argv[10];
+		argv[10] = (char *)o->pgopts;
+	}
 	r = run_as_owner(t, bindir, argv, err, sizeof err);
 	if (r != 0) {
 		char reason[700];
@@ -731,6 +738,20 @@ int pgcli_before_change(const char *store, const char *name, struct pgcli_change
 	if (!ok || t.on_demand || !running(&t))
 		return 0;
 	snprintf(t.store, sizeof t.store, "%s", store);
+	/* the options it was started with: "PROGRAM" "ARG"... (postmaster.opts) */
+	char path[4300], *text;
+	size_t len;
+	snprintf(path, sizeof path, "%s/postmaster.opts", t.datadir);
+	if (cow_read_file(path, sizeof ret->opts - 1, &text, &len) == 0) {
+		char *p = text;
+		if (*p == '"')
+			p = strchr(p + 1, '"');
+		p = p ? p + strcspn(p, " ") : text + len;
+		p += strspn(p, " ");
+		p[strcspn(p, "\n")] = 0;
+		snprintf(ret->opts, sizeof ret->opts, "%s", p);
+		free(text);
+	}
 	struct opts o = { 0 };
 	int r = do_stop(&o, &t, false);
 	if (r != 0)
@@ -743,7 +764,7 @@ int pgcli_after_change(struct pgcli_change *c)
 {
 	if (!c->restart)
 		return 0;
-	struct opts o = { .store = c->store };
+	struct opts o = { .store = c->store, .pgopts = c->opts };
 	struct target t;
 	if (target_get(&o, c->name, NULL, &t))
 		return 1;

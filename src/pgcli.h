@@ -15,7 +15,8 @@
  *
  * `cowfs branch reset` and `delete` call pgcli_before_change() first, which
  * stops a Postgres started by hand (pg_ctl) on the branch, and reset calls
- * pgcli_after_change() after, which starts it again on the same port and
+ * pgcli_after_change() after, which starts it again with the options it
+ * had (postmaster.opts, as `pg_ctl restart` does), so on the same port and
  * socket (also when the reset failed: then on the old state).
  *
  * Exit status: 0 success, 1 failure (one line on stderr), 2 bad usage,
@@ -29,6 +30,7 @@ int pgcli_main(int argc, char **argv);
 
 struct pgcli_change {
 	bool restart;      /* Postgres ran, started by hand, and was stopped */
+	char opts[2048];   /* its options (postmaster.opts), to start it the same way */
 	char name[64];
 	char store[4096];
 };
