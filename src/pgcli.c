@@ -726,7 +726,7 @@ int pgcli_before_change(const char *store, const char *name, struct pgcli_change
 	memset(ret, 0, sizeof *ret);
 	snprintf(ret->name, sizeof ret->name, "%s", name);
 	snprintf(ret->store, sizeof ret->store, "%s", store);
-	json_t *req = json_pack("{s:s, s:s}", "cmd", "pg.info", "name", name);
+	json_t *req = json_pack("{s:s, s:s, s:b}", "cmd", "pg.info", "name", name, "assign", 0);
 	json_t *reply = request(store, req);
 	json_decref(req);
 	struct target t = { 0 };

@@ -886,6 +886,18 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 	for (size_t i = 0; i < d->nods; i++)
 		free(d->ods[i]);
 	free(d->ods);
+	/* socket directories that hold nothing (no Postgres log) go; the next
+	 * mount makes them again */
+	struct cow_ref *refs = NULL;
+	size_t n = 0;
+	char dir[512];
+	if (cow_fs_branch_list(d->fs, &refs, &n) == 0)
+		for (size_t i = 0; i < n; i++)
+			if (refs[i].port && cow_pg_socket_dir(cow_fs_path(d->fs), refs[i].name, dir, sizeof dir) == 0)
+				rmdir(dir);
+	free(refs);
+	if (cow_pg_run_dir(cow_fs_path(d->fs), dir, sizeof dir) == 0)
+		rmdir(dir);
 	close(d->wake[0]);
 	close(d->wake[1]);
 	free(d);
@@ -1101,6 +1113,8 @@ json_t *cow_pgd_handle(struct cow_pgd *d, const char *cmd, json_t *req, uid_t ui
 		return error("no_branch", "no branch '%s'", name);
 	if (strcmp(cmd, "pg.info") == 0) {
 		/* the first Postgres command on a branch gives it its port */
+		if (json_is_false(json_object_get(req, "assign")))
+			return json_pack("{s:b, s:o}", "ok", 1, "pg", info(d, &ref));
 		int r = cow_fs_branch_pg_port(d->fs, name, &ref);
 		if (r == -EADDRINUSE)
 			return error(NULL, "no free port for branch '%s' in %d-%d", name, COW_PG_PORT_MIN, COW_PG_PORT_MAX);
