@@ -16,7 +16,8 @@
 #     through the daemon's socket sees the client's uid; after the idle time
 #     Postgres is gone and the data stays; the next connection starts it again;
 #     a hand-typed pg_ctl on the port refuses; reset of an on-demand branch;
-#   delete of a branch with Postgres running stops it first;
+#   delete of a branch with Postgres running (by hand or on demand) stops it
+#     first, and the daemon stops listening on an on-demand branch's port;
 #   ports and on-demand survive umount + mount; SIGTERM to the daemon stops the
 #     Postgres it started and exits cleanly.
 source "$(dirname "$0")/../lib.sh"
@@ -135,6 +136,8 @@ expect "start with the branch's port taken" 1 "port $pb of branch 'b' is in use 
 bg_kill "$LISTENER"
 expect "start by a user who does not own the branch" 1 "belongs to postgres \(uid [0-9]+\): only that user or root may start" runuser -u nobody -- "$C" pg start b
 expect "stop by a user who does not own the branch" 1 "only that user or root may stop" runuser -u nobody -- "$C" pg stop a
+expect "on demand while Postgres runs by hand" 1 "Postgres runs on branch 'a' \(pid [0-9]+\), started by hand: stop it first" pgc ondemand a on
+expect "a bad idle time" 2 "idle 10x: give a duration" pgc ondemand b on --idle 10x
 [ -n "$(pm_of a)" ] || fail "a stopped by a non-owner"
 [ -z "$(pm_of b)" ] || fail "b started by a non-owner"
 pass "nothing half started or stopped by refused commands"
@@ -186,6 +189,15 @@ for _ in $(seq 1 50); do _lib_alive "$pid_c" || break; sleep 0.1; done
 _lib_alive "$pid_c" && fail "Postgres of deleted c still runs"
 [ ! -e "$sock_c" ] || fail "socket directory of deleted c still there"
 pass "delete of running c stopped its Postgres first and removed its socket directory"
+br create d >/dev/null && pgc ondemand d on >/dev/null || fail "create d, on demand"
+pd=$(ref_port d)
+[ "$(q "$(env_of d DATABASE_URL)" -c 'SELECT count(*) FROM t')" = 2 ] || fail "first query on on-demand d"
+pid_d=$(pm_of d)
+br delete d >/dev/null || fail "delete of on-demand d"
+_lib_alive "$pid_d" && fail "Postgres of deleted on-demand d still runs"
+cowfs_port_listens() { grep -qiE "^ *[0-9]+: [0-9A-F]+:$(printf '%04X' "$1") [0-9A-F]+:0000 0A" /proc/net/tcp /proc/net/tcp6; }
+cowfs_port_listens "$pd" && fail "port $pd of deleted d still listened on"
+pass "delete of running on-demand d stopped its Postgres and its listeners"
 
 # --- umount + mount: same ports, on demand again ------------------------------------------------------
 pgc stop b >/dev/null; pgc stop a >/dev/null && pgc stop main >/dev/null || fail "stop before umount"
