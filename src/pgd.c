@@ -182,8 +182,23 @@ static int spawn_postgres(struct cow_pgd *d, struct od *o, pid_t *ret_pid, uint1
 	for (size_t i = 0; i < nrefs && i < COW_ARRAY_SIZE(used); i++)
 		used[i] = refs[i].port;
 	free(refs);
+	/* and none another branch is starting on right now: reserved under the lock */
 	uint16_t q;
-	if ((r = cow_pg_pick_port(used, COW_MIN(nrefs, COW_ARRAY_SIZE(used)), &q)) < 0) {
+	size_t nused = COW_MIN(nrefs, COW_ARRAY_SIZE(used) - 1);
+	pthread_mutex_lock(&d->lock);
+	uint16_t *all = malloc((nused + d->nods) * sizeof *all);
+	if (all) {
+		memcpy(all, used, nused * sizeof *all);
+		for (size_t i = 0; i < d->nods; i++)
+			all[nused++] = d->ods[i]->priv_port;
+		if ((r = cow_pg_pick_port(all, nused, &q)) == 0)
+			o->priv_port = q;
+		free(all);
+	} else {
+		r = -ENOMEM;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0) {
 		snprintf(why, wn, "no free port for Postgres");
 		return r;
 	}
@@ -263,6 +278,7 @@ static int acquire_locked(struct cow_pgd *d, struct od *o, char *why, size_t wn)
 		pthread_mutex_lock(&d->lock);
 		if (r < 0) {
 			o->state = OD_STOPPED;
+			o->priv_port = 0;
 			snprintf(o->error, sizeof o->error, "%s", why);
 			pthread_cond_broadcast(&d->cond);
 			cow_err("pg: cannot start Postgres on branch %s: %s", o->name, why);
@@ -875,14 +891,35 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < d->nods; i++)
 		stop_locked(d, d->ods[i]);
-	while (d->threads)
-		pthread_cond_wait(&d->cond, &d->lock);
+	/* relays end when Postgres closes; one stuck on a client that reads
+	 * nothing is left behind after a while (the process is ending) */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
+	while (d->threads && pthread_cond_timedwait(&d->cond, &d->lock, &until) != ETIMEDOUT)
+		;
+	bool stuck = d->threads > 0;
 	pthread_mutex_unlock(&d->lock);
+	if (stuck)
+		cow_warn("pg: %u relay threads still blocked on their clients at exit", d->threads);
 	if (serving) {
+		/* a signal that lands between two reads is lost: repeat it */
 		fuse_session_exit(se);
-		pthread_kill(server, SIGUSR1);
-		pthread_join(server, NULL);
+		for (;;) {
+			pthread_kill(server, SIGUSR1);
+			struct timespec t;
+			clock_gettime(CLOCK_REALTIME, &t);
+			t.tv_nsec += 100000000;
+			if (t.tv_nsec >= 1000000000) {
+				t.tv_sec++;
+				t.tv_nsec -= 1000000000;
+			}
+			if (pthread_timedjoin_np(server, NULL, &t) == 0)
+				break;
+		}
 	}
+	if (stuck) /* their threads still use them, and d */
+		return;
 	for (size_t i = 0; i < d->nods; i++)
 		free(d->ods[i]);
 	free(d->ods);
