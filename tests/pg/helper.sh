@@ -168,10 +168,23 @@ for _ in $(seq 1 100); do _lib_alive "$pid_b" || { gone=1; break; }; sleep 0.1; 
 [ -n "$gone" ] || fail "Postgres on b still runs 10 s after its last connection (idle 3 s)"
 pgc status b | grep -qE "^b +stopped" || fail "status b after idle: $(pgc status b)"
 pass "after 3 s without a connection Postgres on b stopped"
-[ "$(q "$url_b" -c 'SELECT string_agg(v, $$,$$ ORDER BY v) FROM t')" = "b,main,ondemand" ] ||
-	fail "data of on-demand b after the idle stop"
+starts() { grep -c "pg: started Postgres on branch b " "$store/cowfsd.log"; }
+n0=$(starts)
+for i in $(seq 1 12); do
+	if [ $((i % 2)) = 0 ]; then
+		q "$url_b" -c 'SELECT string_agg(v, $$,$$ ORDER BY v) FROM t' >"$T/c$i" 2>&1 &
+	else
+		runuser -u postgres -- "$PSQL" -X -q -At -h "$sock_b" -p "$pb" -d postgres \
+			-c 'SELECT string_agg(v, $$,$$ ORDER BY v) FROM t' >"$T/c$i" 2>&1 &
+	fi
+done
+wait
+for i in $(seq 1 12); do
+	[ "$(cat "$T/c$i")" = "b,main,ondemand" ] || fail "concurrent first connection $i: $(cat "$T/c$i")"
+done
+[ "$(starts)" = $((n0 + 1)) ] || fail "12 concurrent first connections started Postgres $(($(starts) - n0)) times"
 [ -n "$(pm_of b)" ] && [ "$(pm_of b)" != "$pid_b" ] || fail "b not started again by the next connection"
-pass "the next connection started it again; the data stayed"
+pass "12 concurrent first connections (TCP and socket) started it again once; all answered; the data stayed"
 out=$(runuser -u postgres -- "$PGBIN/pg_ctl" -D "$mnt/b" -o "-c unix_socket_directories=$T/log" -l "$T/log/b.log" -w -t 20 -s start 2>&1) &&
 	fail "a hand-typed pg_ctl started a second Postgres on on-demand b"
 pass "a hand-typed pg_ctl on the running on-demand branch refuses"
