@@ -526,15 +526,24 @@ int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
  * branch and carries that one's settings: pg_settle_child writes the
  * branch's own into it before the new state is synced and published. */
 
-/* A port no live branch has and nothing listens on; ckpt_lock held. */
+/* A port no live branch has, no other mounted store published, and
+ * nothing listens on; ckpt_lock held. */
 static int pg_pick_port(struct cow_fs *fs, uint16_t *ret)
 {
-	uint16_t used[COW_FS_MAX_BRANCHES];
+	uint16_t *others = NULL;
 	size_t n = 0;
+	cow_pg_ports_others(cow_store_path(fs->store), &others, &n);
+	uint16_t *used = realloc(others, (n + fs->nslots) * sizeof *used);
+	if (!used) {
+		free(others);
+		return -ENOMEM;
+	}
 	for (unsigned i = 1; i < fs->nslots; i++)
 		if (fs->slots[i].branch && fs->slots[i].ref.port)
 			used[n++] = fs->slots[i].ref.port;
-	return cow_pg_pick_port(used, n, ret);
+	int r = cow_pg_pick_port(used, n, ret);
+	free(used);
+	return r;
 }
 
 /* CHILD, about to be published as REF, gets REF's port and socket directory

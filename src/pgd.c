@@ -114,6 +114,25 @@ static int make_socket_dir(struct cow_pgd *d, const char *name, char *out, size_
 	return r;
 }
 
+/* Tell other stores' daemons which ports this store's branches have. */
+static void publish(struct cow_pgd *d)
+{
+	struct cow_ref *refs = NULL;
+	size_t n = 0;
+	if (cow_fs_branch_list(d->fs, &refs, &n) < 0)
+		return;
+	uint16_t *ports = malloc((n + 1) * sizeof *ports);
+	if (ports) {
+		for (size_t i = 0; i < n; i++)
+			ports[i] = refs[i].port;
+		int r = cow_pg_ports_publish(cow_fs_path(d->fs), ports, n);
+		if (r < 0)
+			cow_warn("pg: cannot publish the store's ports: %s", strerror(-r));
+	}
+	free(ports);
+	free(refs);
+}
+
 static struct od *find_locked(struct cow_pgd *d, const char *name)
 {
 	for (size_t i = 0; i < d->nods; i++)
@@ -176,19 +195,21 @@ static int spawn_postgres(struct cow_pgd *d, struct od *o, pid_t *ret_pid, uint1
 	/* a private port: none of a branch, none in use */
 	struct cow_ref *refs = NULL;
 	size_t nrefs = 0;
-	uint16_t used[COW_FS_MAX_BRANCHES];
+	uint16_t *others = NULL;
+	size_t nothers = 0;
 	if (cow_fs_branch_list(d->fs, &refs, &nrefs) < 0)
 		nrefs = 0;
-	for (size_t i = 0; i < nrefs && i < COW_ARRAY_SIZE(used); i++)
-		used[i] = refs[i].port;
-	free(refs);
+	cow_pg_ports_others(cow_fs_path(d->fs), &others, &nothers);
 	/* and none another branch is starting on right now: reserved under the lock */
 	uint16_t q;
-	size_t nused = COW_MIN(nrefs, COW_ARRAY_SIZE(used) - 1);
+	size_t nused = 0;
 	pthread_mutex_lock(&d->lock);
-	uint16_t *all = malloc((nused + d->nods) * sizeof *all);
+	uint16_t *all = malloc((nrefs + nothers + d->nods + 1) * sizeof *all);
 	if (all) {
-		memcpy(all, used, nused * sizeof *all);
+		for (size_t i = 0; i < nrefs; i++)
+			all[nused++] = refs[i].port;
+		for (size_t i = 0; i < nothers; i++)
+			all[nused++] = others[i];
 		for (size_t i = 0; i < d->nods; i++)
 			all[nused++] = d->ods[i]->priv_port;
 		if ((r = cow_pg_pick_port(all, nused, &q)) == 0)
@@ -198,6 +219,8 @@ static int spawn_postgres(struct cow_pgd *d, struct od *o, pid_t *ret_pid, uint1
 		r = -ENOMEM;
 	}
 	pthread_mutex_unlock(&d->lock);
+	free(refs);
+	free(others);
 	if (r < 0) {
 		snprintf(why, wn, "no free port for Postgres");
 		return r;
@@ -839,6 +862,7 @@ int cow_pgd_start(struct cow_fs *fs, const char *mountpoint, const char *bindir,
 	}
 	pthread_mutex_unlock(&d->lock);
 	free(refs);
+	publish(d);
 	if ((r = -pthread_create(&d->acceptor, NULL, acceptor, d)) < 0) {
 		close(d->wake[0]);
 		close(d->wake[1]);
@@ -924,7 +948,8 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 		free(d->ods[i]);
 	free(d->ods);
 	/* socket directories that hold nothing (no Postgres log) go; the next
-	 * mount makes them again */
+	 * mount makes them again, and publishes the ports again */
+	cow_pg_ports_unpublish(cow_fs_path(d->fs));
 	struct cow_ref *refs = NULL;
 	size_t n = 0;
 	char dir[512];
@@ -946,8 +971,10 @@ void cow_pgd_created(struct cow_pgd *d, const char *name)
 {
 	struct cow_ref ref;
 	char dir[512];
-	if (d && cow_fs_branch_get(d->fs, name, &ref) == 0 && ref.port)
+	if (d && cow_fs_branch_get(d->fs, name, &ref) == 0 && ref.port) {
 		make_socket_dir(d, name, dir, sizeof dir);
+		publish(d);
+	}
 }
 
 void cow_pgd_hold(struct cow_pgd *d, const char *name)
@@ -998,6 +1025,7 @@ void cow_pgd_release(struct cow_pgd *d, const char *name, bool gone)
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (gone) {
+		publish(d);
 		/* the socket directory goes with the branch (its Postgres log too) */
 		char dir[512], f[600];
 		if (cow_pg_socket_dir(cow_fs_path(d->fs), name, dir, sizeof dir) == 0) {
@@ -1159,6 +1187,7 @@ json_t *cow_pgd_handle(struct cow_pgd *d, const char *cmd, json_t *req, uid_t ui
 			return error(NULL, "cannot give branch '%s' a port: %s", name, strerror(-r));
 		char dir[512];
 		make_socket_dir(d, name, dir, sizeof dir);
+		publish(d);
 		return json_pack("{s:b, s:o}", "ok", 1, "pg", info(d, &ref));
 	}
 	if (!may_manage(d, &ref, uid))
@@ -1169,8 +1198,11 @@ json_t *cow_pgd_handle(struct cow_pgd *d, const char *cmd, json_t *req, uid_t ui
 		if (!json_is_boolean(jon) || (jidle && (!json_is_integer(jidle) || json_integer_value(jidle) < 0 ||
 							json_integer_value(jidle) > 7 * 86400)))
 			return error(NULL, "pg.ondemand needs a boolean \"on\" and optionally \"idle\", seconds (at most a week)");
-		if (!ref.port && cow_fs_branch_pg_port(d->fs, name, &ref) < 0)
-			return error(NULL, "no free port for branch '%s'", name);
+		if (!ref.port) {
+			if (cow_fs_branch_pg_port(d->fs, name, &ref) < 0)
+				return error(NULL, "no free port for branch '%s'", name);
+			publish(d);
+		}
 		uint32_t idle = jidle ? (uint32_t)json_integer_value(jidle) : ref.idle_timeout;
 		return do_ondemand(d, &ref, json_is_true(jon), idle);
 	}

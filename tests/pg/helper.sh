@@ -93,7 +93,9 @@ br create a >/dev/null && br create b >/dev/null || fail "branch create a, b fro
 pa=$(ref_port a) pb=$(ref_port b)
 [ "$pa" != "$pm" ] && [ "$pb" != "$pm" ] && [ "$pa" != "$pb" ] || fail "ports not distinct: main $pm a $pa b $pb"
 grep -qx "port = '$pa'" "$mnt/a/postgresql.auto.conf" || fail "a carries a port other than its own"
-pass "children get ports of their own: main $pm, a $pa, b $pb"
+[ "$(sort -n "$(dirname "$sock")/ports" | tr '\n' ' ')" = "$(printf '%s\n' "$pm" "$pa" "$pb" | sort -n | tr '\n' ' ')" ] ||
+	fail "published ports of the store: $(cat "$(dirname "$sock")/ports")"
+pass "children get ports of their own: main $pm, a $pa, b $pb (published for other stores' daemons)"
 # a hand-typed pg_ctl on a new branch, no options: the branch's own settings
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$mnt/a" -o "-c work_mem=7MB" -l "$T/log/a.log" -w -s start ||
 	fail "hand-typed pg_ctl start on a"
@@ -240,4 +242,5 @@ cowfs_mount "$store" "$mnt" || fail "mount after SIGTERM"
 [ "$(q "$url_b" -c 'SELECT count(*) FROM t')" = 2 ] || fail "on-demand b after the daemon's restart"
 pgc stop b >/dev/null || fail "stop b"
 cowfs_umount "$mnt" || fail "final umount"
+[ ! -e "$(dirname "$sock")/ports" ] || fail "the store's ports are still published after umount"
 echo "ok: helper.sh: all checks passed"
