@@ -689,6 +689,46 @@ static void tick_locked(struct cow_pgd *d)
 	}
 }
 
+/* A branch deleted by someone else than the control socket (the expiry
+ * reaper, which stops its Postgres itself) is no longer listened for.
+ * d->lock held; dropped while asking the fs, whose lock a checkpoint may
+ * hold for long. */
+static void forget_deleted(struct cow_pgd *d)
+{
+	size_t n = d->nods;
+	char (*names)[COW_NAME_LEN + 1] = malloc((n + 1) * sizeof *names);
+	if (!names)
+		return;
+	for (size_t i = 0; i < n; i++)
+		snprintf(names[i], sizeof names[i], "%s", d->ods[i]->name);
+	pthread_mutex_unlock(&d->lock);
+	bool *gone = calloc(n + 1, sizeof *gone);
+	struct cow_ref ref;
+	for (size_t i = 0; gone && i < n; i++)
+		gone[i] = cow_fs_branch_get(d->fs, names[i], &ref) == -ENOENT;
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; gone && i < n; i++) {
+		struct od *o = gone[i] ? find_locked(d, names[i]) : NULL;
+		if (o && !o->holds && (o->state == OD_STOPPED || o->state == OD_RUNNING)) {
+			cow_info("pg: branch %s is gone: no longer listening on port %u", o->name, (unsigned)o->port);
+			o->gone = true;
+			if (o->state == OD_RUNNING) { /* stopped by whoever deleted it, or now */
+				struct stop_arg *sa = malloc(sizeof *sa);
+				o->state = OD_STOPPING;
+				if (sa) {
+					*sa = (struct stop_arg){ d, o };
+					if (start_detached(d, idle_stop_thread, sa, o) < 0)
+						o->state = OD_RUNNING;
+				} else {
+					o->state = OD_RUNNING;
+				}
+			}
+		}
+	}
+	free(gone);
+	free(names);
+}
+
 static void *acceptor(void *arg)
 {
 	struct cow_pgd *d = arg;
@@ -770,6 +810,7 @@ static void *acceptor(void *arg)
 		if (now != last_tick) {
 			last_tick = now;
 			tick_locked(d);
+			forget_deleted(d);
 		}
 	}
 	/* stopping: close every listener */
@@ -971,10 +1012,20 @@ void cow_pgd_created(struct cow_pgd *d, const char *name)
 {
 	struct cow_ref ref;
 	char dir[512];
-	if (d && cow_fs_branch_get(d->fs, name, &ref) == 0 && ref.port) {
-		make_socket_dir(d, name, dir, sizeof dir);
-		publish(d);
+	if (!d || cow_fs_branch_get(d->fs, name, &ref) < 0 || !ref.port)
+		return;
+	make_socket_dir(d, name, dir, sizeof dir);
+	publish(d);
+	/* an undeleted branch that was on demand is listened for again */
+	pthread_mutex_lock(&d->lock);
+	struct od *o = ref.on_demand && !find_locked(d, name) ? od_new(d, &ref) : NULL;
+	if (o && add_locked(d, o) < 0) {
+		free(o);
+		o = NULL;
 	}
+	if (o && listen_locked(d, o) < 0)
+		cow_err("pg: branch %s is on demand, but %s; trying again every %d s", o->name, o->error, LISTEN_RETRY_S);
+	pthread_mutex_unlock(&d->lock);
 }
 
 void cow_pgd_hold(struct cow_pgd *d, const char *name)
@@ -1103,6 +1154,19 @@ static bool may_manage(struct cow_pgd *d, const struct cow_ref *ref, uid_t uid)
 	return uid == 0 || uid == ref->owner || (branch_owner(d, ref->name, &owner, &gid) == 0 && owner == uid);
 }
 
+struct pg_set {
+	bool on;
+	uint32_t idle;
+};
+
+static int set_ondemand(void *ctx, struct cow_ref *ref)
+{
+	const struct pg_set *p = ctx;
+	ref->on_demand = p->on;
+	ref->idle_timeout = p->idle;
+	return 0;
+}
+
 static json_t *do_ondemand(struct cow_pgd *d, struct cow_ref *ref, bool on, uint32_t idle)
 {
 	char datadir[4200];
@@ -1144,7 +1208,8 @@ static json_t *do_ondemand(struct cow_pgd *d, struct cow_ref *ref, bool on, uint
 		pthread_mutex_unlock(&d->lock);
 	}
 	struct cow_ref out;
-	int r = cow_fs_branch_pg_set(d->fs, ref->name, on, idle, &out);
+	struct pg_set set = { on, idle };
+	int r = cow_fs_branch_update(d->fs, ref->name, set_ondemand, &set, &out);
 	if (r < 0)
 		return error(NULL, "cannot update the ref of branch '%s': %s", ref->name, strerror(-r));
 	cow_info("pg: branch %s on demand %s (idle %u s)", ref->name, on ? "on" : "off",

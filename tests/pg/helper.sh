@@ -140,6 +140,9 @@ expect "start by a user who does not own the branch" 1 "belongs to postgres \(ui
 expect "stop by a user who does not own the branch" 1 "only that user or root may stop" runuser -u nobody -- "$C" pg stop a
 expect "on demand while Postgres runs by hand" 1 "Postgres runs on branch 'a' \(pid [0-9]+\), started by hand: stop it first" pgc ondemand a on
 expect "a bad idle time" 2 "idle 10x: give a duration" pgc ondemand b on --idle 10x
+out=$(runuser -u postgres -- "$C" pg restart a 2>&1) || fail "cowfs pg restart a by its owner, not root: $out"
+[ "$(q "$url_a" -c 'SHOW work_mem')" = 4MB ] || fail "a restarted by cowfs pg kept hand-typed options"
+pass "the branch's owner (not root) restarts its Postgres with cowfs pg"
 [ -n "$(pm_of a)" ] || fail "a stopped by a non-owner"
 [ -z "$(pm_of b)" ] || fail "b started by a non-owner"
 pass "nothing half started or stopped by refused commands"
@@ -213,6 +216,20 @@ _lib_alive "$pid_d" && fail "Postgres of deleted on-demand d still runs"
 cowfs_port_listens() { grep -qiE "^ *[0-9]+: [0-9A-F]+:$(printf '%04X' "$1") [0-9A-F]+:0000 0A" /proc/net/tcp /proc/net/tcp6; }
 cowfs_port_listens "$pd" && fail "port $pd of deleted d still listened on"
 pass "delete of running on-demand d stopped its Postgres and its listeners"
+br undelete d >/dev/null || fail "undelete d"
+[ "$(ref_port d)" = "$pd" ] || fail "undeleted d has port $(ref_port d), not $pd"
+[ "$(q "$(env_of d DATABASE_URL)" -c 'SELECT count(*) FROM t')" = 2 ] || fail "undeleted d not on demand again"
+pass "undelete: d is back on its port $pd, on demand again"
+"$C" snapshot create d snap1 >/dev/null || fail "snapshot of d"
+br create e --from-snapshot snap1 >/dev/null || fail "branch e of snapshot snap1"
+pe=$(ref_port e)
+[ -n "$pe" ] && [ "$pe" != "$pd" ] || fail "a branch of d's snapshot has port '$pe' (d: $pd)"
+grep -qx "port = '$pe'" "$mnt/e/postgresql.auto.conf" || fail "e carries another port in postgresql.auto.conf"
+pgc stop d >/dev/null
+br restore d --to snap1 >/dev/null || fail "restore d"
+[ "$(ref_port d)" = "$pd" ] && grep -qx "port = '$pd'" "$mnt/d/postgresql.auto.conf" || fail "restore changed d's port"
+br delete e --now >/dev/null && br delete d --now >/dev/null || fail "delete d, e"
+pass "a branch of a snapshot gets its own port ($pe); restore keeps the branch's ($pd)"
 
 # --- umount + mount: same ports, on demand again ------------------------------------------------------
 pgc stop b >/dev/null; pgc stop a >/dev/null && pgc stop main >/dev/null || fail "stop before umount"
