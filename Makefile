@@ -29,7 +29,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref pg fs pgd control git envfile subcmd
+CORE := crc32c hash io util log store tree inode branch ref postmaster diff schemadiff pg fs pgd control git envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs
@@ -46,7 +46,8 @@ $(B)/libcowfs.a: $(CORE_OBJS)
 $(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/cowfs: $(B)/cowfs.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o $(B)/libcowfs.a
+CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o
+$(B)/cowfs: $(CLI_OBJS) $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/mount.cowfs: $(B)/cowfsd
@@ -71,6 +72,7 @@ check: all unit $(B)/fsops
 bench: all
 	bash bench/run.sh
 	bash bench/branch.sh
+	bash bench/ondemand.sh
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8

@@ -53,6 +53,7 @@ struct cow_branch {
 	size_t cache_buckets, cache_count;
 	bool dirty;
 	int failed;
+	bool readonly;          /* a snapshot: every mutation is -EROFS */
 	uint8_t *tx;
 	size_t tx_len, tx_cap;
 	int tx_err;
@@ -508,6 +509,13 @@ void cow_branch_free(struct cow_branch *b)
 
 uint64_t cow_branch_id(const struct cow_branch *b) { return b->id; }
 
+void cow_branch_set_readonly(struct cow_branch *b)
+{
+	pthread_mutex_lock(&b->lock);
+	b->readonly = true;
+	pthread_mutex_unlock(&b->lock);
+}
+
 bool cow_branch_dirty(struct cow_branch *b)
 {
 	pthread_mutex_lock(&b->lock);
@@ -623,11 +631,42 @@ out:
 #define LOCK_OR_FAIL(b)                        \
 	do {                                   \
 		pthread_mutex_lock(&(b)->lock); \
-		if ((b)->failed) {             \
-			r = (b)->failed;       \
+		if ((b)->failed || (b)->readonly) { \
+			r = (b)->failed ? (b)->failed : -EROFS; \
 			goto out;              \
 		}                              \
 	} while (0)
+
+int cow_branch_map_root(struct cow_branch *b, uint64_t ino, cow_hash *ret)
+{
+	struct cow_inode *in;
+	pthread_mutex_lock(&b->lock);
+	int r = inode_get(b, ino, false, &in);
+	if (r == 0 && !S_ISREG(in->rec.mode))
+		r = -EINVAL;
+	if (r == 0 && in->map && cow_tree_dirty(in->map))
+		r = -EAGAIN;
+	if (r == 0)
+		*ret = in->rec.content;
+	pthread_mutex_unlock(&b->lock);
+	return r;
+}
+
+int cow_branch_block_hashes(struct cow_branch *b, uint64_t ino, uint64_t first, uint32_t n, cow_hash *ret)
+{
+	struct cow_inode *in;
+	struct cow_tree *m;
+	pthread_mutex_lock(&b->lock);
+	int r = inode_get(b, ino, false, &in);
+	if (r == 0 && !S_ISREG(in->rec.mode))
+		r = -EINVAL;
+	if (r == 0)
+		r = inode_map(b, in, &m);
+	for (uint32_t i = 0; r == 0 && i < n; i++)
+		r = cow_tree_get(m, first + i, &ret[i]);
+	pthread_mutex_unlock(&b->lock);
+	return r;
+}
 
 int cow_branch_getattr(struct cow_branch *b, uint64_t ino, struct cow_attr *ret)
 {
@@ -702,7 +741,7 @@ void cow_branch_forget(struct cow_branch *b, uint64_t ino, uint64_t nlookup)
 	if (*p) {
 		struct cow_inode *in = *p;
 		in->nlookup -= COW_MIN(nlookup, in->nlookup);
-		if (!b->failed)
+		if (!b->failed && !b->readonly)
 			maybe_free(b, in);
 	}
 	pthread_mutex_unlock(&b->lock);
@@ -1171,8 +1210,8 @@ int cow_branch_open_file(struct cow_branch *b, uint64_t ino, int flags)
 	int r = inode_get(b, ino, false, &in);
 	if (r == 0 && S_ISDIR(in->rec.mode) && (flags & O_ACCMODE) != O_RDONLY)
 		r = -EISDIR;
-	if (r == 0 && b->failed && (flags & O_ACCMODE) != O_RDONLY)
-		r = b->failed;
+	if (r == 0 && (flags & (O_ACCMODE | O_TRUNC)) != O_RDONLY && (b->failed || b->readonly))
+		r = b->failed ? b->failed : -EROFS;
 	pthread_mutex_unlock(&b->lock);
 	return r;
 }
@@ -1233,6 +1272,8 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 	int r;
 	if (off < 0 || (uint64_t)off + size > (1ull << 52))
 		return -EFBIG;
+	if (b->readonly)
+		return -EROFS; /* set before the branch is shared, never cleared */
 	/* Blocks the write covers whole are hashed and stored before taking the
 	 * branch lock, so that concurrent writes hash in parallel; only partial
 	 * edge blocks need the file's current content, under the lock. */

@@ -61,6 +61,9 @@ int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint
 int cow_branch_init_root(struct cow_branch *b, uint32_t mode, uint32_t uid, uint32_t gid);
 void cow_branch_free(struct cow_branch *b);
 uint64_t cow_branch_id(const struct cow_branch *b);
+/* From now on every mutation of B fails with -EROFS (a snapshot).  Call
+ * before B is shared with other threads. */
+void cow_branch_set_readonly(struct cow_branch *b);
 int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
 /* Hold every mutation of B, all its files at once, until cow_branch_thaw
  * (reads go on).  While frozen, only cow_branch_checkpoint_frozen may be
@@ -73,6 +76,12 @@ bool cow_branch_dirty(struct cow_branch *b);
 size_t cow_branch_mem(struct cow_branch *b);
 
 int cow_branch_getattr(struct cow_branch *b, uint64_t ino, struct cow_attr *ret);
+/* The block-map root of regular file INO: two files with the same root have
+ * the same blocks.  -EAGAIN while the map has changes not yet checkpointed. */
+int cow_branch_map_root(struct cow_branch *b, uint64_t ino, cow_hash *ret);
+/* The hashes of blocks FIRST .. FIRST+N-1 of regular file INO (the zero hash
+ * for a hole). */
+int cow_branch_block_hashes(struct cow_branch *b, uint64_t ino, uint64_t first, uint32_t n, cow_hash *ret);
 int cow_branch_lookup(struct cow_branch *b, uint64_t parent, const char *name, struct cow_attr *ret);
 /* Add one lookup reference to an inode the caller already knows (the branch root). */
 int cow_branch_ref(struct cow_branch *b, uint64_t ino, struct cow_attr *ret);

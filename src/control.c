@@ -14,11 +14,15 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "diff.h"
 #include "fs.h"
 #include "pgd.h"
+#include "postmaster.h"
 #include "ref.h"
+#include "store.h"
 #include "util.h"
 
 #define LINE_MAX_BYTES (64 * 1024)
@@ -42,13 +46,23 @@ void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd)
 		__atomic_store_n(&c->pgd, pgd, __ATOMIC_RELEASE);
 }
 
+static struct cow_pgd *pgd_of(struct cow_control *c) { return __atomic_load_n(&c->pgd, __ATOMIC_ACQUIRE); }
+
 static json_t *ref_json(const struct cow_ref *r)
 {
 	char root[65];
 	cow_hash_to_hex(&r->root, root);
-	return json_pack("{s:s, s:o, s:I, s:I, s:s}", "name", r->name,
-			 "parent", r->parent[0] ? json_string(r->parent) : json_null(), "created",
-			 (json_int_t)r->created, "owner", (json_int_t)r->owner, "root", root);
+	json_t *j = json_pack("{s:s, s:o, s:I, s:I, s:s, s:o, s:b}", "name", r->name, "parent",
+			      r->parent[0] ? json_string(r->parent) : json_null(), "created", (json_int_t)r->created,
+			      "owner", (json_int_t)r->owner, "root", root, "expires",
+			      r->expires ? json_integer(r->expires) : json_null(), "protected", (int)r->protected);
+	if (j && r->deleted)
+		json_object_set_new(j, "deleted", json_integer(r->deleted));
+	if (j && (r->port || r->on_demand || r->idle_timeout))
+		json_object_set_new(j, "postgres",
+				    json_pack("{s:i, s:b, s:I}", "port", (int)r->port, "on_demand", (int)r->on_demand,
+					      "idle_timeout", (json_int_t)r->idle_timeout));
+	return j;
 }
 
 static json_t *error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -76,10 +90,19 @@ static bool send_reply(int fd, json_t *reply, int flags)
 	return w == (ssize_t)len + 1;
 }
 
-struct announce {
+static const char *str_field(json_t *req, const char *key)
+{
+	json_t *v = json_object_get(req, key);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* One request being served. */
+struct req {
 	struct cow_control *c;
+	json_t *j;
+	uid_t uid;
 	int fd;
-	bool sent;
+	bool sent;       /* the reply went out already (announce) */
 };
 
 /* Runs while the parent is still frozen: the reply goes out before any
@@ -88,107 +111,452 @@ struct announce {
  * after the thaw), and not on the kernel (no cache notification: a lookup
  * in the mount root may hold the root's lock while it waits for the frozen
  * branch). */
-static void announce_branch(void *ctx, const struct cow_ref *ref)
+static void announce(void *ctx, const struct cow_ref *ref)
 {
-	struct announce *a = ctx;
-	json_t *reply = json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(ref));
-	a->sent = send_reply(a->fd, reply, MSG_DONTWAIT);
+	struct req *q = ctx;
+	const char *key = strcmp(str_field(q->j, "cmd"), "snapshot.create") == 0 ? "snapshot" : "branch";
+	json_t *reply = json_pack("{s:b, s:o}", "ok", 1, key, ref_json(ref));
+	q->sent = send_reply(q->fd, reply, MSG_DONTWAIT);
 	json_decref(reply);
 }
 
-static const char *str_field(json_t *req, const char *key)
+static void tell_fuse(struct req *q, bool snapshot, const char *name)
 {
-	json_t *v = json_object_get(req, key);
-	return json_is_string(v) ? json_string_value(v) : NULL;
+	if (q->c->notify)
+		q->c->notify(q->c->ctx, snapshot, name);
 }
 
-/* The reply to REQ, or NULL if it was sent already. */
-static json_t *handle(struct cow_control *c, json_t *req, uid_t uid, int fd)
+static json_t *ok_ref(const char *key, const struct cow_ref *ref)
 {
-	const char *cmd = str_field(req, "cmd");
+	return json_pack("{s:b, s:o}", "ok", 1, key, ref_json(ref));
+}
+
+static json_t *ref_list(const char *key, int (*list)(struct cow_fs *, struct cow_ref **, size_t *), struct cow_fs *fs)
+{
+	struct cow_ref *v;
+	size_t n;
+	int r = list(fs, &v, &n);
+	if (r < 0)
+		return error("%s", strerror(-r));
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, ref_json(&v[i]));
+	free(v);
+	return json_pack("{s:b, s:o}", "ok", 1, key, arr);
+}
+
+/* The name in field KEY, checked; NULL after setting *ERR. */
+static const char *name_field(struct req *q, const char *key, const char *what, json_t **err)
+{
+	const char *name = str_field(q->j, key);
+	if (!name) {
+		*err = error("%s needs a string \"%s\"", str_field(q->j, "cmd"), key);
+		return NULL;
+	}
+	const char *why = cow_ref_check_name(name);
+	if (why) {
+		*err = error("bad %s name '%s': %s", what, name, why);
+		return NULL;
+	}
+	return name;
+}
+
+/* Optional members "expires" (integer unix time, or null/0 for none) and
+ * "protected" (boolean): into REF; false after setting *ERR. */
+static bool settings(struct req *q, struct cow_ref *ref, bool *has_expires, bool *has_protected, json_t **err)
+{
+	json_t *e = json_object_get(q->j, "expires"), *p = json_object_get(q->j, "protected");
+	if (e && !json_is_null(e) && (!json_is_integer(e) || json_integer_value(e) < 0)) {
+		*err = error("\"expires\" is a unix time in seconds, or null for none");
+		return false;
+	}
+	if (p && !json_is_boolean(p)) {
+		*err = error("\"protected\" is true or false");
+		return false;
+	}
+	if (e)
+		ref->expires = json_is_integer(e) ? json_integer_value(e) : 0;
+	if (p)
+		ref->protected = json_is_true(p);
+	if (has_expires)
+		*has_expires = e;
+	if (has_protected)
+		*has_protected = p;
+	return true;
+}
+
+/* Only the owner of what is changed, or root, may change it. */
+static json_t *not_owner(struct req *q, const char *what, const struct cow_ref *ref, const char *verb)
+{
+	if (q->uid == 0 || q->uid == ref->owner)
+		return NULL;
+	return error("%s '%s' belongs to uid %u: only its owner or root may %s it", what, ref->name,
+		     (unsigned)ref->owner, verb);
+}
+
+static json_t *h_branch_list(struct req *q) { return ref_list("branches", cow_fs_branch_list, q->c->fs); }
+static json_t *h_branch_trash(struct req *q) { return ref_list("branches", cow_fs_trash_list, q->c->fs); }
+static json_t *h_snapshot_list(struct req *q) { return ref_list("snapshots", cow_fs_snapshot_list, q->c->fs); }
+
+static json_t *h_branch_create(struct req *q)
+{
+	json_t *err = NULL;
+	const char *name = name_field(q, "name", "branch", &err);
+	if (!name)
+		return err;
+	json_t *from = json_object_get(q->j, "from"), *snap = json_object_get(q->j, "snapshot");
+	if ((from && !json_is_string(from)) || (snap && !json_is_string(snap)))
+		return error("\"from\" and \"snapshot\" must be strings");
+	if (from && snap)
+		return error("a branch is created from a branch or from a snapshot, not both");
+	struct cow_ref ref = { .owner = q->uid };
+	snprintf(ref.name, sizeof ref.name, "%s", name);
+	if (!settings(q, &ref, NULL, NULL, &err))
+		return err;
+	int r;
+	const char *src = snap ? json_string_value(snap) : from ? json_string_value(from) : "main";
+	if (snap) {
+		r = cow_fs_branch_create_from_snapshot(q->c->fs, src, &ref);
+	} else {
+		snprintf(ref.parent, sizeof ref.parent, "%s", src);
+		r = cow_fs_branch_create(q->c->fs, &ref, announce, q);
+	}
+	if (r == -ENOENT)
+		return error("no %s '%s' to create '%s' from", snap ? "snapshot" : "branch", src, name);
+	if (r == -EEXIST)
+		return error("branch '%s' exists already", name);
+	if (r == -ENOSPC)
+		return error("too many branches and snapshots made since the mount: remount the store");
+	if (r < 0)
+		return error("cannot create branch '%s': %s", name, strerror(-r));
+	cow_info("branch %s created from %s%s by uid %u", name, snap ? "snapshot " : "", src, (unsigned)q->uid);
+	tell_fuse(q, false, name);
+	cow_pgd_created(pgd_of(q->c), name);
+	return q->sent ? NULL : ok_ref("branch", &ref);
+}
+
+/* The live branch named in "name", owned by the caller; NULL after *ERR. */
+static const char *own_branch(struct req *q, const char *verb, struct cow_ref *cur, json_t **err)
+{
+	const char *name = name_field(q, "name", "branch", err);
+	if (!name)
+		return NULL;
+	if (cow_fs_branch_get(q->c->fs, name, cur) < 0) {
+		*err = error("no branch '%s'", name);
+		return NULL;
+	}
+	if ((*err = not_owner(q, "branch", cur, verb)))
+		return NULL;
+	return name;
+}
+
+static json_t *repoint_error(const char *verb, const char *name, int r, pid_t pid)
+{
+	if (r == -EBUSY)
+		return error("Postgres runs on branch '%s' (pid %d): stop it first (cowfs pg stop %s)", name, (int)pid,
+			     name);
+	if (r == -EPERM)
+		return error("branch '%s' is protected: 'cowfs branch set %s --unprotected' first", name, name);
+	if (r == -ENOSPC)
+		return error("too many branches and snapshots made since the mount: remount the store");
+	return error("cannot %s branch '%s': %s", verb, name, strerror(-r));
+}
+
+static json_t *h_branch_reset(struct req *q)
+{
+	struct cow_ref cur, ref;
+	json_t *err = NULL;
+	const char *name = own_branch(q, "reset", &cur, &err);
+	if (!name)
+		return err;
+	pid_t pid = 0;
+	cow_pgd_hold(pgd_of(q->c), name); /* an on-demand Postgres stops, and restarts on the new state */
+	int r = cow_fs_branch_reset(q->c->fs, name, &pid, &ref);
+	cow_pgd_release(pgd_of(q->c), name, false);
+	if (r == -ECHILD)
+		return error("branch '%s' has no parent to reset to", name);
+	if (r < 0)
+		return repoint_error("reset", name, r, pid);
+	cow_info("branch %s reset to %s by uid %u", name, ref.parent, (unsigned)q->uid);
+	tell_fuse(q, false, name);
+	return ok_ref("branch", &ref);
+}
+
+static json_t *h_branch_restore(struct req *q)
+{
+	struct cow_ref cur, ref;
+	json_t *err = NULL;
+	const char *name = own_branch(q, "restore", &cur, &err);
+	if (!name)
+		return err;
+	const char *snap = name_field(q, "snapshot", "snapshot", &err);
+	if (!snap)
+		return err;
+	pid_t pid = 0;
+	cow_pgd_hold(pgd_of(q->c), name);
+	int r = cow_fs_branch_restore(q->c->fs, name, snap, &pid, &ref);
+	cow_pgd_release(pgd_of(q->c), name, false);
+	if (r == -ESRCH)
+		return error("no snapshot '%s'", snap);
+	if (r < 0)
+		return repoint_error("restore", name, r, pid);
+	cow_info("branch %s restored to snapshot %s by uid %u", name, snap, (unsigned)q->uid);
+	tell_fuse(q, false, name);
+	return ok_ref("branch", &ref);
+}
+
+static json_t *h_branch_delete(struct req *q)
+{
+	struct cow_ref cur;
+	json_t *err = NULL;
+	const char *name = own_branch(q, "delete", &cur, &err);
+	if (!name)
+		return err;
+	json_t *purge = json_object_get(q->j, "purge"), *stop = json_object_get(q->j, "stop");
+	if ((purge && !json_is_boolean(purge)) || (stop && !json_is_boolean(stop)))
+		return error("\"purge\" and \"stop\" are true or false");
+	if (cur.protected)
+		return repoint_error("delete", name, -EPERM, 0);
+	pid_t pid = 0;
+	int r, stop_err = 0;
+	/* an on-demand Postgres is the daemon's: stopped first, and no longer listened for after */
+	cow_pgd_hold(pgd_of(q->c), name);
+	for (int attempt = 0;; attempt++) {
+		r = cow_fs_branch_delete(q->c->fs, name, json_is_true(purge), &pid);
+		if (r != -EBUSY || !json_is_true(stop) || attempt == 2)
+			break;
+		cow_info("stopping Postgres (pid %d) on branch %s before deleting it", (int)pid, name);
+		if ((stop_err = cow_postmaster_stop(pid, 60)) < 0)
+			break;
+	}
+	cow_pgd_release(pgd_of(q->c), name, r == 0);
+	if (stop_err < 0)
+		return error("cannot stop Postgres (pid %d) on branch '%s': %s", (int)pid, name, strerror(-stop_err));
+	if (r == -ENOTEMPTY)
+		return error("'%s' is the store's last branch and cannot be deleted", name);
+	if (r < 0)
+		return repoint_error("delete", name, r, pid);
+	cow_info("branch %s deleted%s by uid %u", name, json_is_true(purge) ? " (purged)" : "", (unsigned)q->uid);
+	tell_fuse(q, false, name);
+	return json_pack("{s:b, s:b, s:I}", "ok", 1, "purged", json_is_true(purge), "grace",
+			 (json_int_t)cow_fs_grace(q->c->fs));
+}
+
+static json_t *h_branch_undelete(struct req *q)
+{
+	json_t *err = NULL;
+	const char *name = name_field(q, "name", "branch", &err);
+	if (!name)
+		return err;
+	struct cow_ref *v, ref;
+	size_t n;
+	int r = cow_fs_trash_list(q->c->fs, &v, &n);
+	if (r < 0)
+		return error("%s", strerror(-r));
+	for (size_t i = 0; i < n && !err; i++)
+		if (strcmp(v[i].name, name) == 0)
+			err = not_owner(q, "deleted branch", &v[i], "undelete");
+	free(v);
+	if (err)
+		return err;
+	r = cow_fs_branch_undelete(q->c->fs, name, &ref);
+	if (r == -ENOENT)
+		return error("no deleted branch '%s' in the trash (its grace period may be over)", name);
+	if (r == -EEXIST)
+		return error("a branch '%s' exists: delete or rename it first", name);
+	if (r < 0)
+		return error("cannot undelete branch '%s': %s", name, strerror(-r));
+	cow_info("branch %s undeleted by uid %u", name, (unsigned)q->uid);
+	tell_fuse(q, false, name);
+	cow_pgd_created(pgd_of(q->c), name); /* its socket directory; on demand again */
+	return ok_ref("branch", &ref);
+}
+
+struct set_ctx {
+	struct cow_ref want;
+	bool expires, protected;
+};
+
+static int apply_set(void *ctx, struct cow_ref *ref)
+{
+	struct set_ctx *s = ctx;
+	if (s->expires)
+		ref->expires = s->want.expires;
+	if (s->protected)
+		ref->protected = s->want.protected;
+	return 0;
+}
+
+static json_t *h_branch_set(struct req *q)
+{
+	struct cow_ref cur, ref;
+	json_t *err = NULL;
+	const char *name = own_branch(q, "change", &cur, &err);
+	if (!name)
+		return err;
+	struct set_ctx s = { .want = cur };
+	if (!settings(q, &s.want, &s.expires, &s.protected, &err))
+		return err;
+	if (!s.expires && !s.protected)
+		return error("branch.set needs \"expires\" or \"protected\"");
+	int r = cow_fs_branch_update(q->c->fs, name, apply_set, &s, &ref);
+	if (r < 0)
+		return error("cannot change branch '%s': %s", name, strerror(-r));
+	cow_info("branch %s: expires %lld, %sprotected, set by uid %u", name, (long long)ref.expires,
+		 ref.protected ? "" : "not ", (unsigned)q->uid);
+	return ok_ref("branch", &ref);
+}
+
+static json_t *h_snapshot_create(struct req *q)
+{
+	struct cow_ref cur, ref = { .owner = q->uid };
+	json_t *err = NULL;
+	const char *branch = name_field(q, "branch", "branch", &err), *name;
+	if (!branch || !(name = name_field(q, "name", "snapshot", &err)))
+		return err;
+	if (cow_fs_branch_get(q->c->fs, branch, &cur) < 0)
+		return error("no branch '%s'", branch);
+	if ((err = not_owner(q, "branch", &cur, "snapshot")))
+		return err;
+	snprintf(ref.name, sizeof ref.name, "%s", name);
+	int r = cow_fs_snapshot_create(q->c->fs, branch, &ref, announce, q);
+	if (r == -EEXIST)
+		return error("snapshot '%s' exists already", name);
+	if (r == -ENOSPC)
+		return error("too many branches and snapshots made since the mount: remount the store");
+	if (r < 0)
+		return error("cannot snapshot branch '%s': %s", branch, strerror(-r));
+	cow_info("snapshot %s of branch %s taken by uid %u", name, branch, (unsigned)q->uid);
+	tell_fuse(q, true, name);
+	return q->sent ? NULL : ok_ref("snapshot", &ref);
+}
+
+static json_t *h_snapshot_delete(struct req *q)
+{
+	struct cow_ref cur;
+	json_t *err = NULL;
+	const char *name = name_field(q, "name", "snapshot", &err);
+	if (!name)
+		return err;
+	if (cow_fs_snapshot_get(q->c->fs, name, &cur) < 0)
+		return error("no snapshot '%s'", name);
+	if ((err = not_owner(q, "snapshot", &cur, "delete")))
+		return err;
+	int r = cow_fs_snapshot_delete(q->c->fs, name);
+	if (r < 0)
+		return error("cannot delete snapshot '%s': %s", name, strerror(-r));
+	cow_info("snapshot %s deleted by uid %u", name, (unsigned)q->uid);
+	tell_fuse(q, true, name);
+	return json_pack("{s:b}", "ok", 1);
+}
+
+struct reaped {
+	struct req *q;
+	json_t *expired, *purged;
+};
+
+static void note_reaped(void *ctx, const char *what, const struct cow_ref *ref)
+{
+	struct reaped *p = ctx;
+	json_array_append_new(strcmp(what, "expired") == 0 ? p->expired : p->purged, json_string(ref->name));
+	if (strcmp(what, "expired") == 0)
+		tell_fuse(p->q, false, ref->name);
+}
+
+static json_t *h_reap(struct req *q)
+{
+	if (q->uid != 0)
+		return error("only root may run the reaper");
+	struct reaped p = { q, json_array(), json_array() };
+	int r = cow_fs_reap(q->c->fs, time(NULL), cow_fs_grace(q->c->fs), note_reaped, &p);
+	json_t *reply = json_pack("{s:b, s:o, s:o}", "ok", r == 0, "expired", p.expired, "purged", p.purged);
+	if (r < 0)
+		json_object_set_new(reply, "error", json_sprintf("some branches could not be reaped: %s", strerror(-r)));
+	return reply;
+}
+
+struct diff_out {
+	json_t *files;
+	uint64_t changed;
+};
+
+static int note_diff(void *ctx, const struct cow_diff_entry *e)
+{
+	struct diff_out *d = ctx;
+	d->changed += e->changed;
+	json_t *f = json_pack("{s:s, s:o, s:o, s:I}", "path", e->path, "size_a",
+			      e->in_a ? json_integer((json_int_t)e->size_a) : json_null(), "size_b",
+			      e->in_b ? json_integer((json_int_t)e->size_b) : json_null(), "changed_blocks",
+			      (json_int_t)e->changed);
+	return f && json_array_append_new(d->files, f) == 0 ? 0 : -ENOMEM;
+}
+
+/* The branch, or else the snapshot, named in KEY. */
+static struct cow_branch *branch_or_snapshot(struct req *q, const char *key, json_t **err)
+{
+	const char *name = name_field(q, key, "branch", err);
+	unsigned slot;
+	if (!name)
+		return NULL;
+	if (cow_fs_branch_find(q->c->fs, name, &slot) == 0 || cow_fs_snapshot_find(q->c->fs, name, &slot) == 0) {
+		struct cow_branch *b = cow_fs_branch(q->c->fs, slot);
+		if (b)
+			return b;
+	}
+	*err = error("no branch or snapshot '%s'", name);
+	return NULL;
+}
+
+static json_t *h_diff_blocks(struct req *q)
+{
+	json_t *err = NULL;
+	struct cow_branch *a = branch_or_snapshot(q, "a", &err), *b = a ? branch_or_snapshot(q, "b", &err) : NULL;
+	if (!b)
+		return err;
+	/* fold live changes into roots, so that shared block maps are skipped whole */
+	int r = cow_fs_checkpoint(q->c->fs);
+	struct diff_out d = { json_array(), 0 };
+	if (r == 0)
+		r = cow_diff_branches(a, b, note_diff, &d);
+	if (r < 0) {
+		json_decref(d.files);
+		return error("cannot compare: %s", strerror(-r));
+	}
+	return json_pack("{s:b, s:o, s:I, s:i}", "ok", 1, "files", d.files, "changed_blocks", (json_int_t)d.changed,
+			 "block_size", COW_BLOCK_SIZE);
+}
+
+static const struct command {
+	const char *name;
+	json_t *(*fn)(struct req *q);
+} commands[] = {
+	{ "branch.create", h_branch_create },
+	{ "branch.delete", h_branch_delete },
+	{ "branch.list", h_branch_list },
+	{ "branch.reset", h_branch_reset },
+	{ "branch.restore", h_branch_restore },
+	{ "branch.set", h_branch_set },
+	{ "branch.trash", h_branch_trash },
+	{ "branch.undelete", h_branch_undelete },
+	{ "diff.blocks", h_diff_blocks },
+	{ "reap", h_reap },
+	{ "snapshot.create", h_snapshot_create },
+	{ "snapshot.delete", h_snapshot_delete },
+	{ "snapshot.list", h_snapshot_list },
+};
+
+/* The reply to REQ, or NULL if it was sent already. */
+static json_t *handle(struct cow_control *c, json_t *j, uid_t uid, int fd)
+{
+	const char *cmd = str_field(j, "cmd");
 	if (!cmd)
 		return error("a request is a JSON object with a string \"cmd\"");
-	struct cow_pgd *pgd = __atomic_load_n(&c->pgd, __ATOMIC_ACQUIRE);
 	if (strncmp(cmd, "pg.", 3) == 0)
-		return pgd ? cow_pgd_handle(pgd, cmd, req, uid) : error("the daemon runs without its Postgres helper");
-	if (strcmp(cmd, "branch.list") == 0) {
-		struct cow_ref *v;
-		size_t n;
-		int r = cow_fs_branch_list(c->fs, &v, &n);
-		if (r < 0)
-			return error("%s", strerror(-r));
-		json_t *arr = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, ref_json(&v[i]));
-		free(v);
-		return json_pack("{s:b, s:o}", "ok", 1, "branches", arr);
-	}
-	if (strcmp(cmd, "branch.create") == 0 || strcmp(cmd, "branch.delete") == 0 ||
-	    strcmp(cmd, "branch.reset") == 0) {
-		const char *name = str_field(req, "name");
-		if (!name)
-			return error("%s needs a string \"name\"", cmd);
-		const char *why = cow_ref_check_name(name);
-		if (why)
-			return error("bad branch name '%s': %s", name, why);
-		if (strcmp(cmd, "branch.create") == 0) {
-			const char *from = json_object_get(req, "from") ? str_field(req, "from") : "main";
-			if (!from)
-				return error("\"from\" must be a string");
-			struct cow_ref ref;
-			struct announce a = { c, fd, false };
-			int r = cow_fs_branch_create(c->fs, name, from, uid, &ref, announce_branch, &a);
-			if (r == -ENOENT)
-				return error("no branch '%s' to create '%s' from", from, name);
-			if (r == -EEXIST)
-				return error("branch '%s' exists already", name);
-			if (r < 0)
-				return error("cannot create branch '%s': %s", name, strerror(-r));
-			cow_info("branch %s created from %s by uid %u", name, from, (unsigned)uid);
-			cow_pgd_created(pgd, name);
-			if (c->notify)
-				c->notify(c->ctx, name);
-			if (a.sent)
-				return NULL;
-			return json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(&ref));
-		}
-		struct cow_ref cur;
-		int r = cow_fs_branch_get(c->fs, name, &cur);
-		if (r < 0)
-			return error("no branch '%s'", name);
-		bool reset = strcmp(cmd, "branch.reset") == 0;
-		if (uid != 0 && uid != cur.owner)
-			return error("branch '%s' belongs to uid %u: only its owner or root may %s it", name,
-				     (unsigned)cur.owner, reset ? "reset" : "delete");
-		if (reset) {
-			pid_t pid = 0;
-			struct cow_ref ref;
-			cow_pgd_hold(pgd, name); /* an on-demand Postgres is stopped, and restarts on the new state */
-			r = cow_fs_branch_reset(c->fs, name, &pid, &ref);
-			cow_pgd_release(pgd, name, false);
-			if (r == -EBUSY)
-				return error("Postgres runs on branch '%s' (pid %d): stop it first", name, (int)pid);
-			if (r == -ECHILD)
-				return error("branch '%s' has no parent to reset to", name);
-			if (r < 0)
-				return error("cannot reset branch '%s': %s", name, strerror(-r));
-			cow_info("branch %s reset to %s by uid %u", name, ref.parent, (unsigned)uid);
-			if (c->notify)
-				c->notify(c->ctx, name);
-			return json_pack("{s:b, s:o}", "ok", 1, "branch", ref_json(&ref));
-		}
-		cow_pgd_hold(pgd, name);
-		r = cow_fs_branch_delete(c->fs, name);
-		cow_pgd_release(pgd, name, r == 0);
-		if (r == -ENOTEMPTY)
-			return error("'%s' is the store's last branch and cannot be deleted", name);
-		if (r < 0)
-			return error("cannot delete branch '%s': %s", name, strerror(-r));
-		cow_info("branch %s deleted by uid %u", name, (unsigned)uid);
-		if (c->notify)
-			c->notify(c->ctx, name);
-		return json_pack("{s:b}", "ok", 1);
-	}
+		return pgd_of(c) ? cow_pgd_handle(pgd_of(c), cmd, j, uid) : error("the daemon runs without its Postgres helper");
+	struct req q = { c, j, uid, fd, false };
+	for (size_t i = 0; i < COW_ARRAY_SIZE(commands); i++)
+		if (strcmp(cmd, commands[i].name) == 0)
+			return commands[i].fn(&q);
 	return error("unknown command '%s'", cmd);
 }
 
@@ -290,7 +658,7 @@ int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx
 		goto fail;
 	}
 	unlink(c->path); /* left by a daemon that did not stop cleanly; we hold the store lock */
-	if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(c->path, 0600) < 0 ||
+	if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(c->path, 0666) < 0 ||
 	    listen(c->listen_fd, 16) < 0) {
 		r = -errno;
 		goto fail;

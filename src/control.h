@@ -3,9 +3,8 @@
  * caller's uid comes from SO_PEERCRED.  The protocol is in cowfs(5).
  *
  *   {"cmd":"branch.create","name":N,"from":P}  -> {"ok":true,"branch":{...}}
- *   {"cmd":"branch.delete","name":N}           -> {"ok":true}
- *   {"cmd":"branch.reset","name":N}            -> {"ok":true,"branch":{...}}
  *   {"cmd":"branch.list"}                      -> {"ok":true,"branches":[...]}
+ *   ... one handler per command (branch.*, snapshot.*, reap), all in cowfs(5)
  *   {"cmd":"pg.*", ...}                        -> pgd.h
  *   anything else                              -> {"ok":false,"error":"..."}
  *
@@ -13,16 +12,18 @@
  * fields, bad names) gets an error reply and changes nothing; the
  * connection stays usable.  One thread serves one connection at a time; a
  * connection idle for 30 s, or not reading its replies for 5 s, is closed.
- * NOTIFY is called after a branch appears or disappears, with its name, so
- * that the FUSE layer can drop the kernel's cached entry.
+ * NOTIFY is called after a branch or snapshot appears, disappears or is
+ * repointed, with its name, so that the FUSE layer can drop the kernel's
+ * cached entry.
  */
 #ifndef COW_CONTROL_H
 #define COW_CONTROL_H
+#include <stdbool.h>
 
 struct cow_fs;
 struct cow_control;
 
-typedef void (*cow_control_notify_fn)(void *ctx, const char *branch);
+typedef void (*cow_control_notify_fn)(void *ctx, bool snapshot, const char *name);
 
 int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx, struct cow_control **ret);
 /* Hand "pg.*" requests and branch changes to PGD (pgd.h). */

@@ -8,6 +8,8 @@
  *
  * Options of our own (everything else goes to the kernel through libfuse):
  *   checkpoint=SECONDS   checkpoint interval (default 30)
+ *   grace=DURATION       how long a deleted branch can be undeleted (default 1d)
+ *   reap=DURATION        how often expired branches are looked for (default 1m)
  *   timeout=SECONDS      kernel entry/attribute cache time (default 60)
  *   writeback / nowriteback   kernel write-back caching (default on)
  *   debug                like -d: foreground, every request logged
@@ -31,6 +33,7 @@
 #include "fs.h"
 #include "fuse_ops.h"
 #include "pgd.h"
+#include "ref.h"
 #include "util.h"
 
 static void usage(FILE *f, const char *prog)
@@ -41,7 +44,8 @@ static void usage(FILE *f, const char *prog)
 		"  -f            stay in the foreground (messages to stderr)\n"
 		"  -d            foreground and log every FUSE request\n"
 		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
-		"                writeback, nowriteback, and kernel mount options (ro, noatime, ...)\n"
+		"                grace=DURATION, reap=DURATION, writeback, nowriteback,\n"
+		"                and kernel mount options (ro, noatime, ...)\n"
 		"See cowfsd(8).\n",
 		prog);
 }
@@ -58,7 +62,8 @@ static bool ignored_option(const char *o)
 }
 
 struct opts {
-	unsigned checkpoint;
+	unsigned checkpoint, reap;
+	int64_t grace;
 	double timeout;
 	bool writeback, foreground, debug;
 	char fuse_opts[2048];
@@ -75,6 +80,18 @@ static int parse_o(struct opts *o, char *list)
 				return -EINVAL;
 			}
 			o->checkpoint = (unsigned)v;
+		} else if (strncmp(tok, "grace=", 6) == 0) {
+			if (cow_parse_duration(tok + 6, &o->grace) < 0) {
+				cow_err("grace=%s: give a duration such as 3600, 90m, 24h or 7d", tok + 6);
+				return -EINVAL;
+			}
+		} else if (strncmp(tok, "reap=", 5) == 0) {
+			int64_t v;
+			if (cow_parse_duration(tok + 5, &v) < 0 || v < 1 || v > 86400) {
+				cow_err("reap=%s: give a duration from 1s to 1d", tok + 5);
+				return -EINVAL;
+			}
+			o->reap = (unsigned)v;
 		} else if (strncmp(tok, "timeout=", 8) == 0) {
 			double v = strtod(tok + 8, &end);
 			if (*end || v < 0 || v > 86400) {
@@ -101,11 +118,18 @@ static int parse_o(struct opts *o, char *list)
 	return 0;
 }
 
+/* The reaper deleted a branch: the kernel must forget its entry. */
+static void reaped(void *ctx, const char *what, const struct cow_ref *ref)
+{
+	if (strcmp(what, "expired") == 0)
+		cow_fuse_branch_changed(ctx, false, ref->name);
+}
+
 int main(int argc, char **argv)
 {
 	const char *prog = basename(argv[0]);
 	cow_msg_set_prefix(prog);
-	struct opts o = { .checkpoint = 30, .timeout = 60.0, .writeback = true };
+	struct opts o = { .checkpoint = 30, .reap = 60, .grace = COW_FS_GRACE_DEFAULT, .timeout = 60.0, .writeback = true };
 	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "fdsnvho:", longopts, NULL)) != -1) {
@@ -196,6 +220,10 @@ int main(int argc, char **argv)
 	r = cow_fs_start_checkpointer(ctx.fs, o.checkpoint);
 	if (r < 0)
 		cow_err("cannot start the checkpointer: %s", strerror(-r));
+	cow_fs_set_grace(ctx.fs, o.grace);
+	int rr = cow_fs_start_reaper(ctx.fs, o.reap, reaped, &ctx);
+	if (rr < 0)
+		cow_err("cannot start the expiry reaper: %s", strerror(-rr));
 	/* Without its control socket the mount still serves its branches. */
 	struct cow_control *control = NULL;
 	int cr = cow_control_start(ctx.fs, cow_fuse_branch_changed, &ctx, &control);

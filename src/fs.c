@@ -14,6 +14,7 @@
 #include "branch.h"
 #include "log.h"
 #include "pg.h"
+#include "postmaster.h"
 #include "ref.h"
 #include "store.h"
 #include "util.h"
@@ -22,6 +23,7 @@
 #define CHECKPOINT_LOG_BYTES (256ull << 20)
 
 struct slot {
+	enum cow_ref_kind kind;    /* COW_REF_BRANCH or COW_REF_SNAPSHOT */
 	struct cow_branch *branch; /* NULL: free, or deleted */
 	struct cow_branch *gone;   /* a deleted branch, kept until close: requests
 				    * already in flight may still hold it */
@@ -39,10 +41,17 @@ struct cow_fs {
 	pthread_cond_t ckpt_cond;
 	unsigned ckpt_interval;
 	uint64_t last_ckpt_end;
+	/* the expiry reaper (protected by lock, except the thread) */
+	pthread_t reap_thread;
+	bool reap_running;
+	unsigned reap_interval;
+	int64_t grace;
+	cow_fs_reap_fn reap_report;
+	void *reap_ctx;
 };
 
 static int pg_pick_port(struct cow_fs *fs, uint16_t *ret);
-static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, const struct cow_ref *ref);
+static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, struct cow_ref *ref, struct slot *old);
 
 int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
 {
@@ -85,6 +94,7 @@ int cow_fs_open(const char *path, struct cow_fs **ret)
 	pthread_mutex_init(&fs->ckpt_lock, NULL);
 	pthread_cond_init(&fs->ckpt_cond, NULL);
 	fs->nslots = 1;
+	fs->grace = COW_FS_GRACE_DEFAULT;
 	char **names = NULL;
 	size_t n = 0;
 	/* Every ref is read and checked before the store is opened: opening
@@ -109,15 +119,36 @@ int cow_fs_open(const char *path, struct cow_fs **ret)
 	for (size_t i = 0; i < n; i++)
 		if ((r = cow_ref_read(path, COW_REF_BRANCH, names[i], &fs->slots[i + 1].ref)) < 0)
 			goto fail;
+	size_t nb = n;
+	cow_ref_names_free(names, n);
+	names = NULL;
+	if ((r = cow_ref_list(path, COW_REF_SNAPSHOT, &names, &n)) < 0)
+		goto fail;
+	if (nb + n >= COW_FS_MAX_BRANCHES) {
+		cow_err("%s: more than %d branches and snapshots", path, COW_FS_MAX_BRANCHES - 1);
+		r = -ENOSPC;
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		fs->slots[nb + 1 + i].kind = COW_REF_SNAPSHOT;
+		if ((r = cow_ref_read(path, COW_REF_SNAPSHOT, names[i], &fs->slots[nb + 1 + i].ref)) < 0)
+			goto fail;
+	}
 	if ((r = cow_store_open(path, &fs->store)) < 0)
 		goto fail;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < nb + n; i++) {
 		struct slot *sl = &fs->slots[fs->nslots];
-		r = cow_branch_open(fs->store, sl->ref.id, &sl->ref.root, sl->ref.log_pos, &sl->branch);
+		/* A snapshot is a checkpoint: nothing of it is in the log to replay. */
+		bool snap = sl->kind == COW_REF_SNAPSHOT;
+		uint64_t pos = snap ? cow_store_log_end(fs->store) : sl->ref.log_pos;
+		r = cow_branch_open(fs->store, sl->ref.id, &sl->ref.root, pos, &sl->branch);
 		if (r < 0) {
-			cow_err("%s: branch %s cannot be loaded: %s", path, names[i], strerror(-r));
+			cow_err("%s: %s %s cannot be loaded: %s", path, snap ? "snapshot" : "branch", sl->ref.name,
+				strerror(-r));
 			goto fail;
 		}
+		if (snap)
+			cow_branch_set_readonly(sl->branch);
 		fs->nslots++;
 	}
 	cow_ref_names_free(names, n);
@@ -138,7 +169,7 @@ static int checkpoint_slot(struct cow_fs *fs, struct slot *sl)
 	struct cow_ref ref = sl->ref;
 	int r = cow_branch_checkpoint(sl->branch, &ref.root, &ref.log_pos);
 	if (r == 0 && (!cow_hash_eq(&ref.root, &sl->ref.root) || ref.log_pos != sl->ref.log_pos)) {
-		r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref);
+		r = cow_ref_write(cow_store_path(fs->store), sl->kind, &ref);
 		if (r == 0)
 			sl->ref = ref;
 	}
@@ -214,17 +245,65 @@ int cow_fs_start_checkpointer(struct cow_fs *fs, unsigned interval_sec)
 
 int cow_fs_note_pid(struct cow_fs *fs) { return cow_store_note_pid(fs->store); }
 
+static void *reaper(void *arg)
+{
+	struct cow_fs *fs = arg;
+	pthread_mutex_lock(&fs->lock);
+	while (!fs->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += fs->reap_interval;
+		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
+		if (fs->ckpt_stop)
+			break;
+		int64_t grace = fs->grace;
+		pthread_mutex_unlock(&fs->lock);
+		cow_fs_reap(fs, time(NULL), grace, fs->reap_report, fs->reap_ctx);
+		pthread_mutex_lock(&fs->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+int cow_fs_start_reaper(struct cow_fs *fs, unsigned interval_sec, cow_fs_reap_fn report, void *ctx)
+{
+	fs->reap_interval = interval_sec ? interval_sec : 60;
+	fs->reap_report = report;
+	fs->reap_ctx = ctx;
+	int r = pthread_create(&fs->reap_thread, NULL, reaper, fs);
+	if (r)
+		return -r;
+	fs->reap_running = true;
+	return 0;
+}
+
+void cow_fs_set_grace(struct cow_fs *fs, int64_t grace_sec)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->grace = grace_sec;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+int64_t cow_fs_grace(struct cow_fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	int64_t g = fs->grace;
+	pthread_mutex_unlock(&fs->lock);
+	return g;
+}
+
 int cow_fs_close(struct cow_fs *fs)
 {
 	if (!fs)
 		return 0;
-	if (fs->ckpt_running) {
-		pthread_mutex_lock(&fs->lock);
-		fs->ckpt_stop = true;
-		pthread_cond_broadcast(&fs->ckpt_cond);
-		pthread_mutex_unlock(&fs->lock);
+	pthread_mutex_lock(&fs->lock);
+	fs->ckpt_stop = true;
+	pthread_cond_broadcast(&fs->ckpt_cond);
+	pthread_mutex_unlock(&fs->lock);
+	if (fs->reap_running)
+		pthread_join(fs->reap_thread, NULL);
+	if (fs->ckpt_running)
 		pthread_join(fs->ckpt_thread, NULL);
-	}
 	int r = cow_fs_checkpoint(fs);
 	if (r == 0)
 		r = cow_store_sync(fs->store);
@@ -249,10 +328,15 @@ struct cow_branch *cow_fs_branch(struct cow_fs *fs, unsigned slot)
 	return b;
 }
 
-const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot)
+static const char *slot_name(struct cow_fs *fs, unsigned slot, enum cow_ref_kind kind)
 {
-	return cow_fs_branch(fs, slot) ? fs->slots[slot].ref.name : NULL;
+	/* a slot's kind and name never change once it is in use */
+	return cow_fs_branch(fs, slot) && fs->slots[slot].kind == kind ? fs->slots[slot].ref.name : NULL;
 }
+
+const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot) { return slot_name(fs, slot, COW_REF_BRANCH); }
+
+const char *cow_fs_snapshot_name(struct cow_fs *fs, unsigned slot) { return slot_name(fs, slot, COW_REF_SNAPSHOT); }
 
 unsigned cow_fs_slot_limit(struct cow_fs *fs)
 {
@@ -262,6 +346,8 @@ unsigned cow_fs_slot_limit(struct cow_fs *fs)
 	return n;
 }
 
+/* The slot of live KIND ref NAME, or -ENOENT; fs->lock or ckpt_lock held. */
+static int find_kind_locked(struct cow_fs *fs, enum cow_ref_kind kind, const char *name);
 static int find_locked(struct cow_fs *fs, const char *name);
 
 int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot)
@@ -315,15 +401,6 @@ void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret)
 
 const char *cow_fs_path(struct cow_fs *fs) { return cow_store_path(fs->store); }
 
-/* The slot of the live branch NAME, or -ENOENT; fs->lock or ckpt_lock held. */
-static int find_locked(struct cow_fs *fs, const char *name)
-{
-	for (unsigned i = 1; i < fs->nslots; i++)
-		if (fs->slots[i].branch && strcmp(fs->slots[i].ref.name, name) == 0)
-			return (int)i;
-	return -ENOENT;
-}
-
 static int random_id(struct cow_fs *fs, uint64_t *ret)
 {
 	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -347,29 +424,28 @@ static int random_id(struct cow_fs *fs, uint64_t *ret)
 	}
 }
 
-/* Is Postgres running on B?  Its postmaster.pid names a live process. */
-static bool postgres_running(struct cow_branch *b, pid_t *ret_pid)
+/* Put a new branch or snapshot into a fresh slot; with OLD, the branch it
+ * replaces leaves its slot.  ckpt_lock held. */
+static void install(struct cow_fs *fs, enum cow_ref_kind kind, const struct cow_ref *ref, struct cow_branch *b,
+		    struct slot *old)
 {
-	struct cow_attr a;
-	if (cow_branch_lookup(b, COW_ROOT_INO, "postmaster.pid", &a) < 0)
-		return false;
-	char buf[32] = "";
-	ssize_t n = S_ISREG(a.mode) ? cow_branch_read(b, a.ino, 0, sizeof buf - 1, buf) : -1;
-	cow_branch_forget(b, a.ino, 1);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	long pid = strtol(buf, NULL, 10);
-	if (pid <= 0 || kill((pid_t)pid, 0) < 0)
-		return false;
-	*ret_pid = (pid_t)pid;
-	return true;
+	pthread_mutex_lock(&fs->lock);
+	struct slot *s = &fs->slots[fs->nslots];
+	s->kind = kind;
+	s->ref = *ref;
+	s->branch = b;
+	fs->nslots++;
+	if (old) {
+		old->gone = old->branch;
+		old->branch = NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
 }
 
-/* The child of PARENT frozen at this instant, under REF's name (create, or
- * reset when OLD is the slot of the branch being replaced). */
-static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, struct slot *old,
-			      cow_fs_announce_fn announce, void *ctx)
+/* A new branch (or snapshot, KIND) frozen from the live branch in slot P at
+ * this instant, under REF's name; with OLD, it replaces that branch (reset). */
+static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, enum cow_ref_kind kind,
+			      struct slot *old, cow_fs_announce_fn announce, void *ctx)
 {
 	struct cow_branch *child = NULL;
 	int r;
@@ -388,28 +464,25 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, str
 	    (r = cow_branch_open(fs->store, ref->id, &ref->root, ref->log_pos, &child)) < 0)
 		goto thaw;
 	/* A copy of a running cluster must not claim its postmaster.  The
-	 * removal is replayed from the ref's log position, so the child needs
-	 * no checkpoint of its own: one sync covers the parent's checkpoint and
-	 * the removal, then the ref (which, for a reset, replaces the old one). */
+	 * removal is replayed from the ref's log position, so a branch needs no
+	 * checkpoint of its own: one sync covers the parent's checkpoint and the
+	 * removal, then the ref (which, for a reset, replaces the old one).  A
+	 * snapshot is checkpointed, so that it never depends on the log. */
 	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
 	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
 		goto thaw;
-	if ((r = pg_settle_child(fs, child, ref)) < 0)
+	if (kind == COW_REF_BRANCH && (r = pg_settle_child(fs, child, ref, old)) < 0)
 		goto thaw;
-	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, ref)) < 0)
+	if (kind == COW_REF_SNAPSHOT) {
+		if ((r = cow_branch_checkpoint(child, &ref->root, &ref->log_pos)) < 0)
+			goto thaw;
+		cow_branch_set_readonly(child);
+	}
+	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), kind, ref)) < 0)
 		goto thaw;
 	/* A new slot, also for a reset: every node id of the old state goes
 	 * stale (ESTALE), so nothing the kernel cached of it can be served. */
-	pthread_mutex_lock(&fs->lock);
-	struct slot *cs = &fs->slots[fs->nslots];
-	cs->ref = *ref;
-	cs->branch = child;
-	fs->nslots++;
-	if (old) {
-		old->gone = old->branch;
-		old->branch = NULL;
-	}
-	pthread_mutex_unlock(&fs->lock);
+	install(fs, kind, ref, child, old);
 	child = NULL;
 	if (announce)
 		announce(ctx, ref);
@@ -420,38 +493,100 @@ thaw:
 	return r;
 }
 
-int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
-			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx)
+/* A new branch REF whose state is ROOT, an immutable checkpoint (a snapshot
+ * or a deleted branch); with OLD, it replaces that branch (restore). */
+static int branch_from_root(struct cow_fs *fs, struct cow_ref *ref, const cow_hash *root, struct slot *old)
 {
-	if (cow_ref_check_name(name))
+	struct cow_branch *b = NULL;
+	int r;
+	if (fs->nslots >= COW_FS_MAX_BRANCHES)
+		return -ENOSPC;
+	ref->root = *root;
+	ref->log_pos = cow_store_log_end(fs->store);
+	if ((r = random_id(fs, &ref->id)) < 0 || (r = cow_branch_open(fs->store, ref->id, root, ref->log_pos, &b)) < 0)
+		return r;
+	r = cow_branch_unlink(b, COW_ROOT_INO, "postmaster.pid");
+	if ((r == 0 || r == -ENOENT || r == -ENOTDIR) && (r = pg_settle_child(fs, b, ref, old)) == 0 &&
+	    (r = cow_store_sync(fs->store)) == 0 &&
+	    (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, ref)) == 0) {
+		install(fs, COW_REF_BRANCH, ref, b, old);
+		return 0;
+	}
+	cow_branch_free(b);
+	return r;
+}
+
+static int find_kind_locked(struct cow_fs *fs, enum cow_ref_kind kind, const char *name)
+{
+	for (unsigned i = 1; i < fs->nslots; i++)
+		if (fs->slots[i].branch && fs->slots[i].kind == kind && strcmp(fs->slots[i].ref.name, name) == 0)
+			return (int)i;
+	return -ENOENT;
+}
+
+static int find_locked(struct cow_fs *fs, const char *name)
+{
+	return find_kind_locked(fs, COW_REF_BRANCH, name);
+}
+
+int cow_fs_branch_create(struct cow_fs *fs, struct cow_ref *ref, cow_fs_announce_fn announce, void *ctx)
+{
+	if (cow_ref_check_name(ref->name))
 		return -EINVAL;
 	pthread_mutex_lock(&fs->ckpt_lock);
-	int r, p = find_locked(fs, parent);
-	if (p < 0) {
+	int r, p = find_locked(fs, ref->parent);
+	if (p < 0)
 		r = -ENOENT;
-		goto out;
-	}
-	if (find_locked(fs, name) >= 0) {
+	else if (find_locked(fs, ref->name) >= 0)
 		r = -EEXIST;
-		goto out;
+	else {
+		ref->created = time(NULL);
+		/* a port of its own, never the parent's; chosen before the parent is frozen */
+		ref->port = 0;
+		if (pg_pick_port(fs, &ref->port) < 0)
+			cow_warn("no free port for branch %s's Postgres; one is given at 'cowfs pg start'", ref->name);
+		r = branch_from_parent(fs, p, ref, COW_REF_BRANCH, NULL, announce, ctx);
 	}
-	struct cow_ref ref = { .created = time(NULL), .owner = owner };
-	snprintf(ref.name, sizeof ref.name, "%s", name);
-	snprintf(ref.parent, sizeof ref.parent, "%s", parent);
-	/* a port of its own, never the parent's; chosen before the parent is frozen */
-	if (pg_pick_port(fs, &ref.port) < 0)
-		cow_warn("no free port for branch %s's Postgres; one is assigned at 'cowfs pg start'", name);
-	if ((r = branch_from_parent(fs, p, &ref, NULL, announce, ctx)) == 0)
-		*ret = ref;
-out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+int cow_fs_branch_create_from_snapshot(struct cow_fs *fs, const char *snapshot, struct cow_ref *ref)
+{
+	if (cow_ref_check_name(ref->name))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r, s = find_kind_locked(fs, COW_REF_SNAPSHOT, snapshot);
+	if (s < 0)
+		r = -ENOENT;
+	else if (find_locked(fs, ref->name) >= 0)
+		r = -EEXIST;
+	else {
+		ref->created = time(NULL);
+		snprintf(ref->parent, sizeof ref->parent, "%s", fs->slots[s].ref.parent);
+		r = branch_from_root(fs, ref, &fs->slots[s].ref.root, NULL);
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+/* Checks shared by reset and restore: NAME live, not protected, no Postgres. */
+static int repoint_check(struct cow_fs *fs, const char *name, pid_t *ret_pid)
+{
+	int r = find_locked(fs, name);
+	if (r < 0)
+		return r;
+	if (fs->slots[r].ref.protected)
+		return -EPERM;
+	if (cow_postmaster_running(fs->slots[r].branch, ret_pid))
+		return -EBUSY;
 	return r;
 }
 
 int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, struct cow_ref *ret)
 {
 	pthread_mutex_lock(&fs->ckpt_lock);
-	int r = find_locked(fs, name), p = -1;
+	int r = repoint_check(fs, name, ret_pid), p = -1;
 	if (r < 0)
 		goto out;
 	struct slot *old = &fs->slots[r];
@@ -460,32 +595,108 @@ int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, str
 		r = -ECHILD; /* no parent (any more) to reset to */
 		goto out;
 	}
-	if (postgres_running(old->branch, ret_pid)) {
-		r = -EBUSY;
-		goto out;
-	}
-	if ((r = branch_from_parent(fs, p, &ref, old, NULL, NULL)) == 0)
+	if ((r = branch_from_parent(fs, p, &ref, COW_REF_BRANCH, old, NULL, NULL)) == 0)
 		*ret = ref;
 out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
 }
 
-int cow_fs_branch_delete(struct cow_fs *fs, const char *name)
+int cow_fs_branch_restore(struct cow_fs *fs, const char *name, const char *snapshot, pid_t *ret_pid,
+			  struct cow_ref *ret)
 {
 	pthread_mutex_lock(&fs->ckpt_lock);
+	int s = find_kind_locked(fs, COW_REF_SNAPSHOT, snapshot);
+	int r = s < 0 ? -ESRCH : repoint_check(fs, name, ret_pid);
+	if (r >= 0) {
+		struct slot *old = &fs->slots[r];
+		struct cow_ref ref = old->ref;
+		if ((r = branch_from_root(fs, &ref, &fs->slots[s].ref.root, old)) == 0)
+			*ret = ref;
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
+int cow_fs_branch_delete(struct cow_fs *fs, const char *name, bool purge, pid_t *ret_pid)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	const char *store = cow_store_path(fs->store);
 	int r = find_locked(fs, name), live = 0;
 	for (unsigned i = 1; i < fs->nslots; i++)
-		live += fs->slots[i].branch != NULL;
-	if (r >= 0 && live == 1)
+		live += fs->slots[i].branch && fs->slots[i].kind == COW_REF_BRANCH;
+	if (r < 0)
+		goto out;
+	struct slot *sl = &fs->slots[r];
+	if (live == 1)
 		r = -ENOTEMPTY; /* a store keeps at least one branch */
+	else if (sl->ref.protected)
+		r = -EPERM;
+	else if (cow_postmaster_running(sl->branch, ret_pid))
+		r = -EBUSY;
+	if (r < 0)
+		goto out;
+	if (!purge) {
+		/* Into the trash, whole: a checkpoint makes the root the entire
+		 * state, so an undelete needs no log.  A deleted branch of the same
+		 * name that was still in the trash is replaced (and so purged). */
+		struct cow_ref t = sl->ref;
+		if ((r = cow_branch_checkpoint(sl->branch, &t.root, &t.log_pos)) < 0 ||
+		    (r = cow_store_sync(fs->store)) < 0)
+			goto out;
+		t.deleted = time(NULL);
+		if ((r = cow_ref_write(store, COW_REF_TRASH, &t)) < 0)
+			goto out;
+	}
+	/* A crash here leaves the branch both live and in the trash: it stays
+	 * live, and the trash copy goes when its grace period ends. */
+	if ((r = cow_ref_remove(store, COW_REF_BRANCH, name)) == 0) {
+		pthread_mutex_lock(&fs->lock);
+		sl->gone = sl->branch;
+		sl->branch = NULL;
+		pthread_mutex_unlock(&fs->lock);
+	}
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
+int cow_fs_branch_undelete(struct cow_fs *fs, const char *name, struct cow_ref *ret)
+{
+	const char *store = cow_store_path(fs->store);
+	pthread_mutex_lock(&fs->ckpt_lock);
+	struct cow_ref ref;
+	int r = find_locked(fs, name) >= 0 ? -EEXIST : cow_ref_read(store, COW_REF_TRASH, name, &ref);
+	if (r < 0)
+		goto out;
+	cow_hash root = ref.root;
+	ref.deleted = 0;
+	if (ref.expires && ref.expires <= time(NULL))
+		ref.expires = 0; /* else the reaper would take it again at once */
+	if ((r = branch_from_root(fs, &ref, &root, NULL)) < 0)
+		goto out;
+	*ret = ref;
+	/* Back and durable.  Should the trash copy stay (a crash now), the
+	 * live branch wins and the copy goes when its grace period ends. */
+	int q = cow_ref_remove(store, COW_REF_TRASH, name);
+	if (q < 0)
+		cow_warn("branch %s is back, but its copy in the trash could not be removed: %s", name, strerror(-q));
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+int cow_fs_branch_update(struct cow_fs *fs, const char *name, cow_fs_update_fn fn, void *ctx, struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name);
 	if (r >= 0) {
 		struct slot *sl = &fs->slots[r];
-		if ((r = cow_ref_remove(cow_store_path(fs->store), COW_REF_BRANCH, name)) == 0) {
-			pthread_mutex_lock(&fs->lock);
-			sl->gone = sl->branch;
-			sl->branch = NULL;
-			pthread_mutex_unlock(&fs->lock);
+		struct cow_ref ref = sl->ref;
+		if ((r = fn(ctx, &ref)) == 0 && (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref)) == 0) {
+			sl->ref = ref;
+			if (ret)
+				*ret = ref;
 		}
 	}
 	pthread_mutex_unlock(&fs->ckpt_lock);
@@ -502,14 +713,14 @@ int cow_fs_branch_get(struct cow_fs *fs, const char *name, struct cow_ref *ret)
 	return r < 0 ? r : 0;
 }
 
-int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
+static int list_kind(struct cow_fs *fs, enum cow_ref_kind kind, struct cow_ref **ret, size_t *ret_n)
 {
 	pthread_mutex_lock(&fs->ckpt_lock);
 	struct cow_ref *v = calloc(fs->nslots, sizeof *v);
 	size_t n = 0;
 	if (v)
 		for (unsigned i = 1; i < fs->nslots; i++)
-			if (fs->slots[i].branch)
+			if (fs->slots[i].branch && fs->slots[i].kind == kind)
 				v[n++] = fs->slots[i].ref;
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	if (!v)
@@ -519,30 +730,223 @@ int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
 	return 0;
 }
 
+int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
+{
+	return list_kind(fs, COW_REF_BRANCH, ret, ret_n);
+}
+
+int cow_fs_snapshot_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
+{
+	return list_kind(fs, COW_REF_SNAPSHOT, ret, ret_n);
+}
+
+int cow_fs_trash_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n)
+{
+	const char *store = cow_store_path(fs->store);
+	char **names = NULL;
+	size_t n = 0, k = 0;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = cow_ref_list(store, COW_REF_TRASH, &names, &n);
+	struct cow_ref *v = r == 0 ? calloc(n + 1, sizeof *v) : NULL;
+	if (r == 0 && !v)
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (cow_ref_read(store, COW_REF_TRASH, names[i], &v[k]) == 0)
+			k++; /* a damaged trash ref was reported; it is skipped */
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	cow_ref_names_free(names, n);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*ret = v;
+	*ret_n = k;
+	return 0;
+}
+
+int cow_fs_snapshot_create(struct cow_fs *fs, const char *branch, struct cow_ref *ref,
+			   cow_fs_announce_fn announce, void *ctx)
+{
+	if (cow_ref_check_name(ref->name))
+		return -EINVAL;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r, p = find_locked(fs, branch);
+	if (p < 0)
+		r = -ENOENT;
+	else if (find_kind_locked(fs, COW_REF_SNAPSHOT, ref->name) >= 0)
+		r = -EEXIST;
+	else {
+		ref->created = time(NULL);
+		snprintf(ref->parent, sizeof ref->parent, "%s", branch);
+		r = branch_from_parent(fs, p, ref, COW_REF_SNAPSHOT, NULL, announce, ctx);
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+int cow_fs_snapshot_get(struct cow_fs *fs, const char *name, struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_kind_locked(fs, COW_REF_SNAPSHOT, name);
+	if (r >= 0)
+		*ret = fs->slots[r].ref;
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
+int cow_fs_snapshot_delete(struct cow_fs *fs, const char *name)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_kind_locked(fs, COW_REF_SNAPSHOT, name);
+	if (r >= 0) {
+		struct slot *sl = &fs->slots[r];
+		if ((r = cow_ref_remove(cow_store_path(fs->store), COW_REF_SNAPSHOT, name)) == 0) {
+			pthread_mutex_lock(&fs->lock);
+			sl->gone = sl->branch;
+			sl->branch = NULL;
+			pthread_mutex_unlock(&fs->lock);
+		}
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
+}
+
+int cow_fs_snapshot_find(struct cow_fs *fs, const char *name, unsigned *ret_slot)
+{
+	pthread_mutex_lock(&fs->lock);
+	int r = find_kind_locked(fs, COW_REF_SNAPSHOT, name);
+	pthread_mutex_unlock(&fs->lock);
+	if (r < 0)
+		return r;
+	*ret_slot = (unsigned)r;
+	return 0;
+}
+
+/* Purge NAME from the trash if it was deleted at or before CUTOFF. */
+static int trash_purge(struct cow_fs *fs, const char *name, int64_t cutoff, struct cow_ref *ret)
+{
+	const char *store = cow_store_path(fs->store);
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = cow_ref_read(store, COW_REF_TRASH, name, ret);
+	if (r == 0)
+		r = ret->deleted <= cutoff ? cow_ref_remove(store, COW_REF_TRASH, name) : -EAGAIN;
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r;
+}
+
+/* Delete NAME if it is still expired at NOW; stop its Postgres first. */
+static int reap_branch(struct cow_fs *fs, const char *name, int64_t now, struct cow_ref *ret)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		unsigned slot;
+		int r = cow_fs_branch_get(fs, name, ret);
+		if (r < 0)
+			return r;
+		if (!ret->expires || ret->expires > now)
+			return -EAGAIN; /* changed meanwhile */
+		if (ret->protected)
+			return -EPERM;
+		pid_t pid = 0;
+		struct cow_branch *b = cow_fs_branch_find(fs, name, &slot) == 0 ? cow_fs_branch(fs, slot) : NULL;
+		if (b && cow_postmaster_running(b, &pid)) {
+			cow_info("branch %s expired: stopping its Postgres (pid %d)", name, (int)pid);
+			if ((r = cow_postmaster_stop(pid, 60)) < 0)
+				return r;
+		}
+		r = cow_fs_branch_delete(fs, name, false, &pid);
+		if (r != -EBUSY)
+			return r; /* else Postgres was started again meanwhile */
+	}
+	return -EBUSY;
+}
+
+int cow_fs_reap(struct cow_fs *fs, int64_t now, int64_t grace, cow_fs_reap_fn report, void *ctx)
+{
+	struct cow_ref *v, ref;
+	size_t n;
+	int r = cow_fs_branch_list(fs, &v, &n), err = 0;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i].expires || v[i].expires > now)
+			continue;
+		r = reap_branch(fs, v[i].name, now, &ref);
+		if (r == 0) {
+			cow_info("branch %s expired and was deleted", v[i].name);
+			if (report)
+				report(ctx, "expired", &ref);
+		} else if (r == -EPERM || r == -ENOTEMPTY) {
+			/* protected, or the store's last branch: kept, said once a day */
+			if ((now - v[i].expires) % 86400 < 60)
+				cow_info("branch %s expired but is %s: kept", v[i].name,
+					 r == -EPERM ? "protected" : "the store's last branch");
+		} else if (r != -EAGAIN && r != -ENOENT) {
+			cow_warn("branch %s expired but cannot be deleted: %s", v[i].name, strerror(-r));
+			err = err ? err : r;
+		}
+	}
+	free(v);
+	if ((r = cow_fs_trash_list(fs, &v, &n)) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].deleted > now - grace)
+			continue;
+		r = trash_purge(fs, v[i].name, now - grace, &ref);
+		if (r == 0) {
+			cow_info("deleted branch %s purged after its grace period", v[i].name);
+			if (report)
+				report(ctx, "purged", &ref);
+		} else if (r != -EAGAIN && r != -ENOENT) {
+			cow_warn("deleted branch %s cannot be purged: %s", v[i].name, strerror(-r));
+			err = err ? err : r;
+		}
+	}
+	free(v);
+	return err;
+}
+
 /* ---- Postgres on branches (pg.h) -------------------------------------------
  * A branch's port lives in its ref; its postgresql.auto.conf carries the port
  * and socket directory, so that a hand-typed pg_ctl uses them.  Any state a
- * branch is (re)pointed at (create, reset, and restore) came from another
- * branch and carries that one's settings: pg_settle_child writes the
- * branch's own into it before the new state is synced and published. */
+ * branch is (re)pointed at (create, reset, restore, undelete, a branch of a
+ * snapshot) came from another branch and carries that one's settings:
+ * pg_settle_child writes the branch's own into it before the new state is
+ * synced and published. */
 
-/* A port no live branch has and nothing listens on; ckpt_lock held. */
+/* A port no live branch has, no other mounted store published, and
+ * nothing listens on; ckpt_lock held. */
 static int pg_pick_port(struct cow_fs *fs, uint16_t *ret)
 {
-	uint16_t used[COW_FS_MAX_BRANCHES];
+	uint16_t *others = NULL;
 	size_t n = 0;
+	cow_pg_ports_others(cow_store_path(fs->store), &others, &n);
+	uint16_t *used = realloc(others, (n + fs->nslots) * sizeof *used);
+	if (!used) {
+		free(others);
+		return -ENOMEM;
+	}
 	for (unsigned i = 1; i < fs->nslots; i++)
-		if (fs->slots[i].branch && fs->slots[i].ref.port)
+		if (fs->slots[i].branch && fs->slots[i].kind == COW_REF_BRANCH && fs->slots[i].ref.port)
 			used[n++] = fs->slots[i].ref.port;
-	return cow_pg_pick_port(used, n, ret);
+	int r = cow_pg_pick_port(used, n, ret);
+	free(used);
+	return r;
 }
 
-/* CHILD, about to be published as REF, gets REF's port and socket directory
- * in its settings; ckpt_lock held. */
-static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, const struct cow_ref *ref)
+/* CHILD, about to be published as REF (replacing the branch in slot OLD,
+ * or new), gets REF's port and socket directory in its settings.  A branch
+ * without a port, or whose port another live branch took meanwhile (an
+ * undelete), gets a new one; ckpt_lock held. */
+static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, struct cow_ref *ref, struct slot *old)
 {
+	for (unsigned i = 1; ref->port && i < fs->nslots; i++)
+		if (fs->slots[i].branch && &fs->slots[i] != old && fs->slots[i].kind == COW_REF_BRANCH &&
+		    fs->slots[i].ref.port == ref->port)
+			ref->port = 0;
+	if (!ref->port && pg_pick_port(fs, &ref->port) < 0)
+		return 0; /* none free: given at the first 'cowfs pg' command */
 	char dir[512];
-	if (!ref->port || cow_pg_socket_dir(cow_store_path(fs->store), ref->name, dir, sizeof dir) < 0)
+	if (cow_pg_socket_dir(cow_store_path(fs->store), ref->name, dir, sizeof dir) < 0)
 		return 0;
 	int r = cow_pg_settings_write_branch(child, ref->port, dir);
 	if (r < 0)
@@ -567,25 +971,6 @@ int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *r
 	}
 	*ret = sl->ref;
 out:
-	pthread_mutex_unlock(&fs->ckpt_lock);
-	return r < 0 ? r : 0;
-}
-
-int cow_fs_branch_pg_set(struct cow_fs *fs, const char *name, bool on_demand, uint32_t idle_timeout,
-			 struct cow_ref *ret)
-{
-	pthread_mutex_lock(&fs->ckpt_lock);
-	int r = find_locked(fs, name);
-	if (r >= 0) {
-		struct slot *sl = &fs->slots[r];
-		struct cow_ref ref = sl->ref;
-		ref.on_demand = on_demand;
-		ref.idle_timeout = idle_timeout;
-		if ((r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref)) == 0) {
-			sl->ref = ref;
-			*ret = ref;
-		}
-	}
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
 }

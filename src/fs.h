@@ -26,7 +26,7 @@ struct cow_fs;
 struct cow_branch;
 struct cow_store;
 
-#define COW_FS_MAX_BRANCHES 4096
+#define COW_FS_MAX_BRANCHES 65536 /* node ids carry the slot in 16 bits */
 
 struct cow_fs_stats {
 	uint64_t store_bytes;       /* segment files on disk */
@@ -46,6 +46,7 @@ int cow_fs_checkpoint(struct cow_fs *fs);
 int cow_fs_sync(struct cow_fs *fs);
 /* The branch in SLOT, or NULL. */
 struct cow_branch *cow_fs_branch(struct cow_fs *fs, unsigned slot);
+/* The live branch in SLOT's name, or NULL. */
 const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot);
 unsigned cow_fs_slot_limit(struct cow_fs *fs);
 int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot);
@@ -55,31 +56,72 @@ const char *cow_fs_path(struct cow_fs *fs);
 
 /* Branches.  Create is O(1) in the data size: the parent is checkpointed
  * (frozen at one instant) and the child's ref names that root; the child has
- * no postmaster.pid.  -EINVAL bad name, -ENOENT no parent, -EEXIST taken.
- * Delete removes the ref (the blocks stay until GC); -ENOTEMPTY for the
- * store's last branch.  List and get copy refs of live branches. */
+ * no postmaster.pid.  Errors: -EINVAL bad name, -ENOENT no such branch (or
+ * parent, or snapshot), -EEXIST name taken, -EPERM protected, -EBUSY
+ * Postgres runs on it (its pid in *ret_pid), -ENOSPC out of slots.
+ *
+ * Slots are never reused while the store is open (node ids stay unique), so
+ * a create, reset, restore, undelete or snapshot each takes one of
+ * COW_FS_MAX_BRANCHES - 1 until the next mount. */
 struct cow_ref;
 typedef void (*cow_fs_announce_fn)(void *ctx, const struct cow_ref *ref);
-/* ANNOUNCE (may be NULL) runs once the child is durable, while the parent is
- * still frozen: a reply sent from it precedes any later commit on the parent. */
-int cow_fs_branch_create(struct cow_fs *fs, const char *name, const char *parent, uint32_t owner,
-			 struct cow_ref *ret, cow_fs_announce_fn announce, void *ctx);
-int cow_fs_branch_delete(struct cow_fs *fs, const char *name);
+/* REF in: name, parent, owner, and any of expires, protected; out: the
+ * whole ref.  ANNOUNCE (may be NULL) runs once the child is durable, while
+ * the parent is still frozen: a reply sent from it precedes any later
+ * commit on the parent. */
+int cow_fs_branch_create(struct cow_fs *fs, struct cow_ref *ref, cow_fs_announce_fn announce, void *ctx);
+/* As create, from snapshot SNAPSHOT; the child's parent is the branch the
+ * snapshot was taken of. */
+int cow_fs_branch_create_from_snapshot(struct cow_fs *fs, const char *snapshot, struct cow_ref *ref);
+/* Move NAME to the trash (PURGE: drop it at once), where it stays until
+ * cow_fs_reap finds its grace period over.  -ENOTEMPTY for the last branch. */
+int cow_fs_branch_delete(struct cow_fs *fs, const char *name, bool purge, pid_t *ret_pid);
+/* Bring back the branch NAME from the trash (-ENOENT: not there). */
+int cow_fs_branch_undelete(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 /* Repoint NAME at its parent's current state (a crash-consistent image, as
- * at create).  -ECHILD: no parent (any more); -EBUSY: Postgres runs on it
- * (its pid in *ret_pid).  Files open on the old state then fail (ESTALE). */
+ * at create); -ECHILD: no parent (any more).  Files open on the old state
+ * then fail (ESTALE). */
 int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, struct cow_ref *ret);
+/* Repoint NAME at snapshot SNAPSHOT (-ESRCH: no such snapshot). */
+int cow_fs_branch_restore(struct cow_fs *fs, const char *name, const char *snapshot, pid_t *ret_pid,
+			  struct cow_ref *ret);
+/* Change NAME's ref: FN edits a copy (returning 0, or -errno to change
+ * nothing), which is then written durably.  Not for root or log_pos. */
+typedef int (*cow_fs_update_fn)(void *ctx, struct cow_ref *ref);
+int cow_fs_branch_update(struct cow_fs *fs, const char *name, cow_fs_update_fn fn, void *ctx, struct cow_ref *ret);
+/* Copies of refs: live branches, snapshots, the trash (read from disk). */
 int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
-/* A copy of NAME's ref, or -ENOENT. */
+int cow_fs_snapshot_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
+int cow_fs_trash_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
 int cow_fs_branch_get(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 
-/* Postgres on branches (pg.h).  Create gives the child a port of its own
- * (none of another branch, none bound on the machine); create and reset
- * write the branch's port and socket directory into its
- * postgresql.auto.conf.  Restore must do the same (pg_settle_child).
- * pg_port: NAME's ref, after giving it a port if it had none
- * (-EADDRINUSE: no port free).  pg_set: set the on-demand members. */
+/* Snapshots: read-only, taken like a branch create (REF in: name, owner). */
+int cow_fs_snapshot_create(struct cow_fs *fs, const char *branch, struct cow_ref *ref,
+			   cow_fs_announce_fn announce, void *ctx);
+int cow_fs_snapshot_delete(struct cow_fs *fs, const char *name);
+int cow_fs_snapshot_get(struct cow_fs *fs, const char *name, struct cow_ref *ret);
+int cow_fs_snapshot_find(struct cow_fs *fs, const char *name, unsigned *ret_slot);
+/* The snapshot in SLOT's name, or NULL (cow_fs_branch_name: a branch's). */
+const char *cow_fs_snapshot_name(struct cow_fs *fs, unsigned slot);
+
+/* Expiry.  Deletes (into the trash) every unprotected branch whose expiry
+ * is at or before NOW, stopping its Postgres first, and purges from the
+ * trash every branch deleted more than GRACE seconds before NOW.  REPORT
+ * (may be NULL) is called for each: what is "expired" or "purged". */
+typedef void (*cow_fs_reap_fn)(void *ctx, const char *what, const struct cow_ref *ref);
+int cow_fs_reap(struct cow_fs *fs, int64_t now, int64_t grace, cow_fs_reap_fn report, void *ctx);
+#define COW_FS_GRACE_DEFAULT (24 * 3600)
+/* Run cow_fs_reap every INTERVAL seconds in a thread until cow_fs_close,
+ * with the grace period set by cow_fs_set_grace (default above). */
+int cow_fs_start_reaper(struct cow_fs *fs, unsigned interval_sec, cow_fs_reap_fn report, void *ctx);
+void cow_fs_set_grace(struct cow_fs *fs, int64_t grace_sec);
+int64_t cow_fs_grace(struct cow_fs *fs);
+
+/* Postgres on branches (pg.h).  A new branch gets a port of its own (none
+ * of another branch, none bound on the machine); every state a branch is
+ * (re)pointed at gets the branch's port and socket directory written into
+ * its postgresql.auto.conf (create, reset, restore, undelete).  pg_port:
+ * NAME's ref, after giving it a port if it had none (-EADDRINUSE: no port
+ * free).  The on-demand members are set with cow_fs_branch_update. */
 int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *ret);
-int cow_fs_branch_pg_set(struct cow_fs *fs, const char *name, bool on_demand, uint32_t idle_timeout,
-			 struct cow_ref *ret);
 #endif

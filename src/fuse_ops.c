@@ -15,6 +15,10 @@
 #define SLOT_SHIFT 48
 #define INO_MASK ((1ull << SLOT_SHIFT) - 1)
 
+/* The directory that lists the snapshots, /MOUNT/.snapshots: slot 0, like the root. */
+#define SNAPDIR_ID ((fuse_ino_t)2)
+#define SNAPDIR_NAME ".snapshots"
+
 static struct cow_fuse *ctx_of(fuse_req_t req) { return fuse_req_userdata(req); }
 static fuse_ino_t node_of(unsigned slot, uint64_t ino) { return (fuse_ino_t)slot << SLOT_SHIFT | ino; }
 static uint64_t ino_of(fuse_ino_t node) { return node & INO_MASK; }
@@ -25,7 +29,7 @@ static struct cow_branch *branch_of(fuse_req_t req, fuse_ino_t node, unsigned *r
 	unsigned slot = (unsigned)(node >> SLOT_SHIFT);
 	if (ret_slot)
 		*ret_slot = slot;
-	return node == FUSE_ROOT_ID ? NULL : cow_fs_branch(ctx_of(req)->fs, slot);
+	return slot == 0 ? NULL : cow_fs_branch(ctx_of(req)->fs, slot);
 }
 
 static void to_stat(unsigned slot, const struct cow_attr *a, struct stat *st)
@@ -45,12 +49,13 @@ static void to_stat(unsigned slot, const struct cow_attr *a, struct stat *st)
 	st->st_ctim = a->ctime;
 }
 
-static void root_stat(struct cow_fuse *c, struct stat *st)
+/* The mount root and the snapshot directory: read-only listings. */
+static void root_stat(struct cow_fuse *c, fuse_ino_t node, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
-	st->st_ino = FUSE_ROOT_ID;
+	st->st_ino = node;
 	st->st_mode = S_IFDIR | 0755;
-	st->st_nlink = 2 + cow_fs_slot_limit(c->fs) - 1;
+	st->st_nlink = 2;
 	st->st_blksize = 8192;
 	st->st_atim = st->st_mtim = st->st_ctim = c->mounted;
 }
@@ -91,9 +96,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct cow_attr a;
 	unsigned slot;
 	int r;
-	if (parent == FUSE_ROOT_ID) {
+	if (parent == FUSE_ROOT_ID && strcmp(name, SNAPDIR_NAME) == 0) {
+		struct fuse_entry_param e = { .ino = SNAPDIR_ID, .generation = 1 };
+		root_stat(c, SNAPDIR_ID, &e.attr);
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (parent == FUSE_ROOT_ID || parent == SNAPDIR_ID) {
 		struct cow_branch *b;
-		r = cow_fs_branch_find(c->fs, name, &slot);
+		r = parent == FUSE_ROOT_ID ? cow_fs_branch_find(c->fs, name, &slot)
+					   : cow_fs_snapshot_find(c->fs, name, &slot);
 		if (r == 0 && !(b = cow_fs_branch(c->fs, slot)))
 			r = -ENOENT;
 		if (r == 0)
@@ -141,8 +153,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
 {
 	struct cow_fuse *c = ctx_of(req);
 	struct stat st;
-	if (node == FUSE_ROOT_ID) {
-		root_stat(c, &st);
+	if (node == FUSE_ROOT_ID || node == SNAPDIR_ID) {
+		root_stat(c, node, &st);
 		fuse_reply_attr(req, &st, 1.0);
 		return;
 	}
@@ -161,7 +173,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
 	unsigned slot;
 	struct cow_branch *b = branch_of(req, node, &slot);
 	if (!b)
-		return reply_result(req, node == FUSE_ROOT_ID ? -EPERM : -ESTALE);
+		return reply_result(req, node >> SLOT_SHIFT == 0 ? -EPERM : -ESTALE);
 	struct cow_attr in = {
 		.mode = attr->st_mode, .uid = attr->st_uid, .gid = attr->st_gid, .size = (uint64_t)attr->st_size,
 		.atime = attr->st_atim, .mtime = attr->st_mtim, .ctime = attr->st_ctim,
@@ -197,11 +209,14 @@ static void op_readlink(fuse_req_t req, fuse_ino_t node)
 }
 
 /* The branch of PARENT for an operation that creates or removes names. */
-static struct cow_branch *dir_branch(fuse_req_t req, fuse_ino_t parent, unsigned *slot, int *err)
+static struct cow_branch *dir_branch(fuse_req_t req, fuse_ino_t parent, unsigned *ret_slot, int *err)
 {
+	unsigned s;
+	unsigned *slot = ret_slot ? ret_slot : &s;
 	struct cow_branch *b = branch_of(req, parent, slot);
-	/* Branches are made with 'cowfs branch', not mkdir in the mount root. */
-	*err = b ? 0 : parent == FUSE_ROOT_ID ? -EPERM : -ESTALE;
+	/* Branches are made with 'cowfs branch', not mkdir in the mount root;
+	 * snapshots with 'cowfs snapshot'. */
+	*err = b ? 0 : *slot == 0 ? -EPERM : -ESTALE;
 	return b;
 }
 
@@ -379,16 +394,19 @@ static void op_opendir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
 	if (!h)
 		return reply_result(req, -ENOMEM);
 	int r = 0;
-	if (node == FUSE_ROOT_ID) {
+	if (node == FUSE_ROOT_ID || node == SNAPDIR_ID) {
+		/* ".", "..", ".snapshots" in the root, then one entry per slot */
+		bool root = node == FUSE_ROOT_ID;
 		unsigned lim = cow_fs_slot_limit(c->fs);
-		h->e = calloc(lim + 2, sizeof *h->e);
+		h->e = calloc(lim + 3, sizeof *h->e);
 		if (!h->e)
 			r = -ENOMEM;
-		for (unsigned s = 0; r == 0 && s < lim + 1; s++) {
-			const char *name = s == 0 ? "." : s == 1 ? ".." : cow_fs_branch_name(c->fs, s - 1);
+		for (unsigned s = 0; r == 0 && s < lim + 2; s++) {
+			const char *name = s == 0 ? "." : s == 1 ? ".." : s == 2 ? (root ? SNAPDIR_NAME : NULL)
+				: root ? cow_fs_branch_name(c->fs, s - 2) : cow_fs_snapshot_name(c->fs, s - 2);
 			if (!name)
 				continue;
-			fuse_ino_t ino = s < 2 ? FUSE_ROOT_ID : node_of(s - 1, COW_ROOT_INO);
+			fuse_ino_t ino = s == 0 ? node : s == 1 ? FUSE_ROOT_ID : s == 2 ? SNAPDIR_ID : node_of(s - 2, COW_ROOT_INO);
 			h->e[h->n] = (struct cow_dirent){ ino, DT_DIR, strdup(name) };
 			if (!h->e[h->n++].name)
 				r = -ENOMEM;
@@ -397,8 +415,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
 		unsigned slot;
 		struct cow_branch *b = branch_of(req, node, &slot);
 		r = b ? cow_branch_readdir(b, ino_of(node), &h->e, &h->n) : -ESTALE;
+		fuse_ino_t up = cow_fs_snapshot_name(c->fs, slot) ? SNAPDIR_ID : FUSE_ROOT_ID;
 		for (size_t i = 0; r == 0 && i < h->n; i++)
-			h->e[i].ino = (i == 1 && ino_of(node) == COW_ROOT_INO) ? FUSE_ROOT_ID : node_of(slot, h->e[i].ino);
+			h->e[i].ino = (i == 1 && ino_of(node) == COW_ROOT_INO) ? up : node_of(slot, h->e[i].ino);
 	}
 	if (r < 0) {
 		cow_dirents_free(h->e, h->n);
@@ -483,14 +502,15 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t node, const char *name, const
 }
 static void op_removexattr(fuse_req_t req, fuse_ino_t node, const char *name) { fuse_reply_err(req, ENOSYS); }
 
-void cow_fuse_branch_changed(void *ctx, const char *name)
+void cow_fuse_branch_changed(void *ctx, bool snapshot, const char *name)
 {
 	struct cow_fuse *c = ctx;
 	if (!c->se)
 		return;
 	/* Failing (nothing cached, or not mounted yet) is harmless. */
-	fuse_lowlevel_notify_inval_entry(c->se, FUSE_ROOT_ID, name, strlen(name));
-	fuse_lowlevel_notify_inval_inode(c->se, FUSE_ROOT_ID, -1, 0);
+	fuse_ino_t dir = snapshot ? SNAPDIR_ID : FUSE_ROOT_ID;
+	fuse_lowlevel_notify_inval_entry(c->se, dir, name, strlen(name));
+	fuse_lowlevel_notify_inval_inode(c->se, dir, -1, 0);
 }
 
 const struct fuse_lowlevel_ops cow_fuse_ops = {

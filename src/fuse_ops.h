@@ -3,9 +3,11 @@
  * branch operations (branch.h), and turns their -errno into replies.
  *
  * Node ids: FUSE_ROOT_ID (1) is the mount root, a read-only directory that
- * lists the branches; every other node id is slot << 48 | ino, where slot is
- * the branch's slot in the cow_fs and ino its inode number in that branch.
- * So one branch's root directory is slot << 48 | 1.
+ * lists the branches and .snapshots; 2 is .snapshots, a read-only directory
+ * that lists the snapshots; every other node id is slot << 48 | ino, where
+ * slot is the branch's (or snapshot's) slot in the cow_fs and ino its inode
+ * number there.  So one branch's root directory is slot << 48 | 1.  A
+ * snapshot is a read-only branch: its mutations fail with EROFS.
  *
  * No lock is held across a fuse_reply_*: branch operations take and drop
  * their own lock before this layer replies.
@@ -29,7 +31,8 @@ struct cow_fuse {
 
 extern const struct fuse_lowlevel_ops cow_fuse_ops;
 
-/* A branch appeared or went (control socket): drop the kernel's cached
- * entry for its name in the mount root.  CTX is a struct cow_fuse. */
-void cow_fuse_branch_changed(void *ctx, const char *name);
+/* A branch or snapshot appeared, went or was repointed (control socket):
+ * drop the kernel's cached entry for its name in the mount root or in
+ * .snapshots.  CTX is a struct cow_fuse. */
+void cow_fuse_branch_changed(void *ctx, bool snapshot, const char *name);
 #endif

@@ -249,6 +249,102 @@ int cow_pg_pick_port(const uint16_t *used, size_t n, uint16_t *ret)
 	return -EADDRINUSE;
 }
 
+/* ---- ports of other stores ------------------------------------------------ */
+
+int cow_pg_ports_publish(const char *store, const uint16_t *ports, size_t n)
+{
+	char dir[256];
+	int r = cow_pg_run_dir(store, dir, sizeof dir);
+	if (r < 0)
+		return r;
+	char *base = strdup(dir), *slash = base ? strrchr(base, '/') : NULL;
+	if (!base)
+		return -ENOMEM;
+	if (slash)
+		*slash = 0;
+	r = make_dir(base, 0755);
+	free(base);
+	if (r < 0 || (r = make_dir(dir, 0755)) < 0)
+		return r;
+	char *text = malloc(n * 7 + 1), *p = text;
+	if (!text)
+		return -ENOMEM;
+	*p = 0;
+	for (size_t i = 0; i < n; i++)
+		if (ports[i])
+			p += sprintf(p, "%u\n", (unsigned)ports[i]);
+	/* not durable on purpose: /run does not outlive a reboot, and a mount
+	 * publishes again */
+	char tmp[300], dst[300];
+	snprintf(tmp, sizeof tmp, "%s/.ports.tmp", dir);
+	snprintf(dst, sizeof dst, "%s/ports", dir);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	r = fd < 0 ? -errno : write(fd, text, (size_t)(p - text)) == p - text ? 0 : -EIO;
+	if (fd >= 0)
+		close(fd);
+	if (r == 0 && rename(tmp, dst) < 0)
+		r = -errno;
+	free(text);
+	return r;
+}
+
+void cow_pg_ports_unpublish(const char *store)
+{
+	char dir[256], f[300];
+	if (cow_pg_run_dir(store, dir, sizeof dir) == 0) {
+		snprintf(f, sizeof f, "%s/ports", dir);
+		unlink(f);
+	}
+}
+
+int cow_pg_ports_others(const char *store, uint16_t **ret, size_t *ret_n)
+{
+	char own[256];
+	*ret = NULL;
+	*ret_n = 0;
+	int r = cow_pg_run_dir(store, own, sizeof own);
+	if (r < 0)
+		return r;
+	char *slash = strrchr(own, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = 0;
+	const char *tag = slash + 1;
+	DIR *d = opendir(own);
+	if (!d)
+		return 0;
+	uint16_t *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || strcmp(de->d_name, tag) == 0)
+			continue;
+		char path[600], *text;
+		size_t len;
+		snprintf(path, sizeof path, "%s/%s/ports", own, de->d_name);
+		if (cow_read_file(path, 1u << 20, &text, &len) < 0)
+			continue;
+		for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+			long p = strtol(l, NULL, 10);
+			if (p <= 0 || p > 65535)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				uint16_t *nv = realloc(v, cap * sizeof *v);
+				if (!nv)
+					break;
+				v = nv;
+			}
+			v[n++] = (uint16_t)p;
+		}
+		free(text);
+	}
+	closedir(d);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
 /* ---- postgresql.auto.conf --------------------------------------------- */
 
 /* The key of a configuration line (lower-cased into KEY), and where its

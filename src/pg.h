@@ -8,7 +8,8 @@
  *   - the port is chosen once by the daemon (at branch create, or at the
  *     first `cowfs pg` command for a branch that has none):
  *     cow_pg_pick_port() takes one in COW_PG_PORT_MIN..MAX that no other
- *     branch of the store has and nothing on the machine listens on; the ref
+ *     branch of the store has, no other mounted store published
+ *     (cow_pg_ports_*), and nothing on the machine listens on; the ref
  *     keeps it ("postgres": {"port": N}, ref.h);
  *   - the socket directory is RUNDIR/TAG/BRANCH (cow_pg_socket_dir), RUNDIR
  *     being /run/cowfs for a daemon running as root and /tmp/cowfs-UID
@@ -58,6 +59,14 @@ bool cow_pg_port_bound(uint16_t port);
 pid_t cow_pg_port_user(uint16_t port, char *comm, size_t n);
 /* A port in COW_PG_PORT_MIN..MAX not in USED[0..N) and not bound. */
 int cow_pg_pick_port(const uint16_t *used, size_t n, uint16_t *ret);
+
+/* While a store is mounted, its daemon publishes its branches' ports in
+ * RUNDIR/TAG/ports (one per line), so that the daemon of another store on
+ * the same machine does not give them out too.  Others: every port the
+ * other stores published (malloc'd; free it). */
+int cow_pg_ports_publish(const char *store, const uint16_t *ports, size_t n);
+void cow_pg_ports_unpublish(const char *store);
+int cow_pg_ports_others(const char *store, uint16_t **ret, size_t *ret_n);
 
 /* postgresql.auto.conf text OLD (may be NULL) with every `port` and
  * `unix_socket_directories` line replaced by ours, at the end.  malloc'd. */

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 
 struct opts {
 	const char *store, *mnt, *bindir, *format, *user, *dbname, *mode, *idle, *log;
+	const char *pgopts; /* for pg_ctl -o */
 	unsigned timeout;
 	bool json;
 };
@@ -40,6 +42,19 @@ struct target {
 	pid_t pid;
 	time_t started;
 };
+
+static bool quiet; /* around a branch reset with --json: nothing on stdout */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	if (quiet)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+}
 
 static void usage(FILE *f)
 {
@@ -85,16 +100,6 @@ static void fmt_duration(long s, char *out, size_t n)
 		snprintf(out, n, "%ldh", s / 3600);
 	else
 		snprintf(out, n, "%ldd", s / 86400);
-}
-
-static const char *user_name(uid_t uid, char *buf, size_t n)
-{
-	struct passwd *pw = getpwuid(uid);
-	if (pw)
-		snprintf(buf, n, "%s", pw->pw_name);
-	else
-		snprintf(buf, n, "%u", (unsigned)uid);
-	return buf;
 }
 
 /* The mount point of STORE (its source in /proc/mounts), or "". */
@@ -284,7 +289,7 @@ static int do_stop(const struct opts *o, struct target *t, bool quiet_not_runnin
 	if (t->on_demand) {
 		int r = daemon_pg(t, "pg.stop", NULL);
 		if (r == 0)
-			printf("stopped Postgres on branch %s (on demand: the next connection starts it again)\n", t->name);
+			say("stopped Postgres on branch %s (on demand: the next connection starts it again)\n", t->name);
 		return r;
 	}
 	if (!running(t)) {
@@ -309,7 +314,7 @@ static int do_stop(const struct opts *o, struct target *t, bool quiet_not_runnin
 		cow_err("cannot stop Postgres on branch '%s': %s", t->name, r < 0 ? strerror(-r) : err);
 		return 1;
 	}
-	printf("stopped Postgres on branch %s\n", t->name);
+	say("stopped Postgres on branch %s\n", t->name);
 	return 0;
 }
 
@@ -324,12 +329,12 @@ static int do_start(const struct opts *o, struct target *t)
 		bool was = running(t);
 		int r = daemon_pg(t, "pg.start", NULL);
 		if (r == 0)
-			printf("%s Postgres on branch %s (on demand): pid %d, port %u, socket directory %s\n",
+			say("%s Postgres on branch %s (on demand): pid %d, port %u, socket directory %s\n",
 			       was ? "already running:" : "started", t->name, (int)t->pid, (unsigned)t->port, t->sockdir);
 		return r;
 	}
 	if (running(t)) {
-		printf("Postgres already runs on branch %s: pid %d, port %u, socket directory %s\n", t->name, (int)t->pid,
+		say("Postgres already runs on branch %s: pid %d, port %u, socket directory %s\n", t->name, (int)t->pid,
 		       (unsigned)t->port, t->sockdir);
 		return 0;
 	}
@@ -368,7 +373,13 @@ static int do_start(const struct opts *o, struct target *t)
 		snprintf(log, sizeof log, "%s/postgres.log", t->sockdir);
 	struct stat st;
 	off_t log_start = stat(log, &st) == 0 ? st.st_size : 0;
-	char *argv[] = { prog, "-D", t->datadir, "-l", log, "-w", "-t", timeout, "-s", "start", NULL };
+	char *argv[] = { prog, "-D", t->datadir, "-l", log, "-w", "-t", timeout, "-s", "start", NULL, NULL, NULL };
+	if (o->pgopts && *o->pgopts) {
+		argv[10] = argv[9];
+		argv[9] = "-o";
+		argv[11] = argv[10];
+		argv[10] = (char *)o->pgopts;
+	}
 	r = run_as_owner(t, bindir, argv, err, sizeof err);
 	if (r != 0) {
 		char reason[700];
@@ -387,7 +398,7 @@ static int do_start(const struct opts *o, struct target *t)
 	}
 	struct cow_pg_pid p = { 0 };
 	cow_pg_pid_read(t->datadir, &p);
-	printf("started Postgres on branch %s: pid %d, port %u, socket directory %s (log: %s)\n", t->name, (int)p.pid,
+	say("started Postgres on branch %s: pid %d, port %u, socket directory %s (log: %s)\n", t->name, (int)p.pid,
 	       (unsigned)t->port, t->sockdir, log);
 	return 0;
 }
@@ -716,10 +727,12 @@ usage:
 
 int pgcli_before_change(const char *store, const char *name, struct pgcli_change *ret)
 {
+	bool q = ret->quiet;
 	memset(ret, 0, sizeof *ret);
+	quiet = ret->quiet = q;
 	snprintf(ret->name, sizeof ret->name, "%s", name);
 	snprintf(ret->store, sizeof ret->store, "%s", store);
-	json_t *req = json_pack("{s:s, s:s}", "cmd", "pg.info", "name", name);
+	json_t *req = json_pack("{s:s, s:s, s:b}", "cmd", "pg.info", "name", name, "assign", 0);
 	json_t *reply = request(store, req);
 	json_decref(req);
 	struct target t = { 0 };
@@ -731,6 +744,20 @@ int pgcli_before_change(const char *store, const char *name, struct pgcli_change
 	if (!ok || t.on_demand || !running(&t))
 		return 0;
 	snprintf(t.store, sizeof t.store, "%s", store);
+	/* the options it was started with: "PROGRAM" "ARG"... (postmaster.opts) */
+	char path[4300], *text;
+	size_t len;
+	snprintf(path, sizeof path, "%s/postmaster.opts", t.datadir);
+	if (cow_read_file(path, sizeof ret->opts - 1, &text, &len) == 0) {
+		char *p = text;
+		if (*p == '"')
+			p = strchr(p + 1, '"');
+		p = p ? p + strcspn(p, " ") : text + len;
+		p += strspn(p, " ");
+		p[strcspn(p, "\n")] = 0;
+		snprintf(ret->opts, sizeof ret->opts, "%s", p);
+		free(text);
+	}
 	struct opts o = { 0 };
 	int r = do_stop(&o, &t, false);
 	if (r != 0)
@@ -743,7 +770,8 @@ int pgcli_after_change(struct pgcli_change *c)
 {
 	if (!c->restart)
 		return 0;
-	struct opts o = { .store = c->store };
+	quiet = c->quiet;
+	struct opts o = { .store = c->store, .pgopts = c->opts };
 	struct target t;
 	if (target_get(&o, c->name, NULL, &t))
 		return 1;

@@ -13,9 +13,11 @@
  * there.  On-demand branches are started and stopped by the daemon, so
  * start and stop on them are requests to it.
  *
- * `cowfs branch reset` and `delete` call pgcli_before_change() first, which
- * stops a Postgres started by hand (pg_ctl) on the branch, and reset calls
- * pgcli_after_change() after, which starts it again on the same port and
+ * `cowfs branch reset` calls pgcli_before_change() first, which
+ * stops a Postgres started by hand (pg_ctl) on the branch (the daemon
+ * refuses to repoint a branch Postgres runs on), and pgcli_after_change()
+ * after, which starts it again with the options it
+ * had (postmaster.opts, as `pg_ctl restart` does), so on the same port and
  * socket (also when the reset failed: then on the old state).
  *
  * Exit status: 0 success, 1 failure (one line on stderr), 2 bad usage,
@@ -28,7 +30,9 @@
 int pgcli_main(int argc, char **argv);
 
 struct pgcli_change {
+	bool quiet;        /* say nothing on stdout (the caller prints JSON) */
 	bool restart;      /* Postgres ran, started by hand, and was stopped */
+	char opts[2048];   /* its options (postmaster.opts), to start it the same way */
 	char name[64];
 	char store[4096];
 };

@@ -114,6 +114,25 @@ static int make_socket_dir(struct cow_pgd *d, const char *name, char *out, size_
 	return r;
 }
 
+/* Tell other stores' daemons which ports this store's branches have. */
+static void publish(struct cow_pgd *d)
+{
+	struct cow_ref *refs = NULL;
+	size_t n = 0;
+	if (cow_fs_branch_list(d->fs, &refs, &n) < 0)
+		return;
+	uint16_t *ports = malloc((n + 1) * sizeof *ports);
+	if (ports) {
+		for (size_t i = 0; i < n; i++)
+			ports[i] = refs[i].port;
+		int r = cow_pg_ports_publish(cow_fs_path(d->fs), ports, n);
+		if (r < 0)
+			cow_warn("pg: cannot publish the store's ports: %s", strerror(-r));
+	}
+	free(ports);
+	free(refs);
+}
+
 static struct od *find_locked(struct cow_pgd *d, const char *name)
 {
 	for (size_t i = 0; i < d->nods; i++)
@@ -176,14 +195,33 @@ static int spawn_postgres(struct cow_pgd *d, struct od *o, pid_t *ret_pid, uint1
 	/* a private port: none of a branch, none in use */
 	struct cow_ref *refs = NULL;
 	size_t nrefs = 0;
-	uint16_t used[COW_FS_MAX_BRANCHES];
+	uint16_t *others = NULL;
+	size_t nothers = 0;
 	if (cow_fs_branch_list(d->fs, &refs, &nrefs) < 0)
 		nrefs = 0;
-	for (size_t i = 0; i < nrefs && i < COW_ARRAY_SIZE(used); i++)
-		used[i] = refs[i].port;
-	free(refs);
+	cow_pg_ports_others(cow_fs_path(d->fs), &others, &nothers);
+	/* and none another branch is starting on right now: reserved under the lock */
 	uint16_t q;
-	if ((r = cow_pg_pick_port(used, COW_MIN(nrefs, COW_ARRAY_SIZE(used)), &q)) < 0) {
+	size_t nused = 0;
+	pthread_mutex_lock(&d->lock);
+	uint16_t *all = malloc((nrefs + nothers + d->nods + 1) * sizeof *all);
+	if (all) {
+		for (size_t i = 0; i < nrefs; i++)
+			all[nused++] = refs[i].port;
+		for (size_t i = 0; i < nothers; i++)
+			all[nused++] = others[i];
+		for (size_t i = 0; i < d->nods; i++)
+			all[nused++] = d->ods[i]->priv_port;
+		if ((r = cow_pg_pick_port(all, nused, &q)) == 0)
+			o->priv_port = q;
+		free(all);
+	} else {
+		r = -ENOMEM;
+	}
+	pthread_mutex_unlock(&d->lock);
+	free(refs);
+	free(others);
+	if (r < 0) {
 		snprintf(why, wn, "no free port for Postgres");
 		return r;
 	}
@@ -263,6 +301,7 @@ static int acquire_locked(struct cow_pgd *d, struct od *o, char *why, size_t wn)
 		pthread_mutex_lock(&d->lock);
 		if (r < 0) {
 			o->state = OD_STOPPED;
+			o->priv_port = 0;
 			snprintf(o->error, sizeof o->error, "%s", why);
 			pthread_cond_broadcast(&d->cond);
 			cow_err("pg: cannot start Postgres on branch %s: %s", o->name, why);
@@ -650,6 +689,46 @@ static void tick_locked(struct cow_pgd *d)
 	}
 }
 
+/* A branch deleted by someone else than the control socket (the expiry
+ * reaper, which stops its Postgres itself) is no longer listened for.
+ * d->lock held; dropped while asking the fs, whose lock a checkpoint may
+ * hold for long. */
+static void forget_deleted(struct cow_pgd *d)
+{
+	size_t n = d->nods;
+	char (*names)[COW_NAME_LEN + 1] = malloc((n + 1) * sizeof *names);
+	if (!names)
+		return;
+	for (size_t i = 0; i < n; i++)
+		snprintf(names[i], sizeof names[i], "%s", d->ods[i]->name);
+	pthread_mutex_unlock(&d->lock);
+	bool *gone = calloc(n + 1, sizeof *gone);
+	struct cow_ref ref;
+	for (size_t i = 0; gone && i < n; i++)
+		gone[i] = cow_fs_branch_get(d->fs, names[i], &ref) == -ENOENT;
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; gone && i < n; i++) {
+		struct od *o = gone[i] ? find_locked(d, names[i]) : NULL;
+		if (o && !o->holds && (o->state == OD_STOPPED || o->state == OD_RUNNING)) {
+			cow_info("pg: branch %s is gone: no longer listening on port %u", o->name, (unsigned)o->port);
+			o->gone = true;
+			if (o->state == OD_RUNNING) { /* stopped by whoever deleted it, or now */
+				struct stop_arg *sa = malloc(sizeof *sa);
+				o->state = OD_STOPPING;
+				if (sa) {
+					*sa = (struct stop_arg){ d, o };
+					if (start_detached(d, idle_stop_thread, sa, o) < 0)
+						o->state = OD_RUNNING;
+				} else {
+					o->state = OD_RUNNING;
+				}
+			}
+		}
+	}
+	free(gone);
+	free(names);
+}
+
 static void *acceptor(void *arg)
 {
 	struct cow_pgd *d = arg;
@@ -731,6 +810,7 @@ static void *acceptor(void *arg)
 		if (now != last_tick) {
 			last_tick = now;
 			tick_locked(d);
+			forget_deleted(d);
 		}
 	}
 	/* stopping: close every listener */
@@ -823,6 +903,7 @@ int cow_pgd_start(struct cow_fs *fs, const char *mountpoint, const char *bindir,
 	}
 	pthread_mutex_unlock(&d->lock);
 	free(refs);
+	publish(d);
 	if ((r = -pthread_create(&d->acceptor, NULL, acceptor, d)) < 0) {
 		close(d->wake[0]);
 		close(d->wake[1]);
@@ -875,17 +956,51 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < d->nods; i++)
 		stop_locked(d, d->ods[i]);
-	while (d->threads)
-		pthread_cond_wait(&d->cond, &d->lock);
+	/* relays end when Postgres closes; one stuck on a client that reads
+	 * nothing is left behind after a while (the process is ending) */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
+	while (d->threads && pthread_cond_timedwait(&d->cond, &d->lock, &until) != ETIMEDOUT)
+		;
+	bool stuck = d->threads > 0;
 	pthread_mutex_unlock(&d->lock);
+	if (stuck)
+		cow_warn("pg: %u relay threads still blocked on their clients at exit", d->threads);
 	if (serving) {
+		/* a signal that lands between two reads is lost: repeat it */
 		fuse_session_exit(se);
-		pthread_kill(server, SIGUSR1);
-		pthread_join(server, NULL);
+		for (;;) {
+			pthread_kill(server, SIGUSR1);
+			struct timespec t;
+			clock_gettime(CLOCK_REALTIME, &t);
+			t.tv_nsec += 100000000;
+			if (t.tv_nsec >= 1000000000) {
+				t.tv_sec++;
+				t.tv_nsec -= 1000000000;
+			}
+			if (pthread_timedjoin_np(server, NULL, &t) == 0)
+				break;
+		}
 	}
+	if (stuck) /* their threads still use them, and d */
+		return;
 	for (size_t i = 0; i < d->nods; i++)
 		free(d->ods[i]);
 	free(d->ods);
+	/* socket directories that hold nothing (no Postgres log) go; the next
+	 * mount makes them again, and publishes the ports again */
+	cow_pg_ports_unpublish(cow_fs_path(d->fs));
+	struct cow_ref *refs = NULL;
+	size_t n = 0;
+	char dir[512];
+	if (cow_fs_branch_list(d->fs, &refs, &n) == 0)
+		for (size_t i = 0; i < n; i++)
+			if (refs[i].port && cow_pg_socket_dir(cow_fs_path(d->fs), refs[i].name, dir, sizeof dir) == 0)
+				rmdir(dir);
+	free(refs);
+	if (cow_pg_run_dir(cow_fs_path(d->fs), dir, sizeof dir) == 0)
+		rmdir(dir);
 	close(d->wake[0]);
 	close(d->wake[1]);
 	free(d);
@@ -897,8 +1012,20 @@ void cow_pgd_created(struct cow_pgd *d, const char *name)
 {
 	struct cow_ref ref;
 	char dir[512];
-	if (d && cow_fs_branch_get(d->fs, name, &ref) == 0 && ref.port)
-		make_socket_dir(d, name, dir, sizeof dir);
+	if (!d || cow_fs_branch_get(d->fs, name, &ref) < 0 || !ref.port)
+		return;
+	make_socket_dir(d, name, dir, sizeof dir);
+	publish(d);
+	/* an undeleted branch that was on demand is listened for again */
+	pthread_mutex_lock(&d->lock);
+	struct od *o = ref.on_demand && !find_locked(d, name) ? od_new(d, &ref) : NULL;
+	if (o && add_locked(d, o) < 0) {
+		free(o);
+		o = NULL;
+	}
+	if (o && listen_locked(d, o) < 0)
+		cow_err("pg: branch %s is on demand, but %s; trying again every %d s", o->name, o->error, LISTEN_RETRY_S);
+	pthread_mutex_unlock(&d->lock);
 }
 
 void cow_pgd_hold(struct cow_pgd *d, const char *name)
@@ -949,6 +1076,7 @@ void cow_pgd_release(struct cow_pgd *d, const char *name, bool gone)
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (gone) {
+		publish(d);
 		/* the socket directory goes with the branch (its Postgres log too) */
 		char dir[512], f[600];
 		if (cow_pg_socket_dir(cow_fs_path(d->fs), name, dir, sizeof dir) == 0) {
@@ -1026,6 +1154,19 @@ static bool may_manage(struct cow_pgd *d, const struct cow_ref *ref, uid_t uid)
 	return uid == 0 || uid == ref->owner || (branch_owner(d, ref->name, &owner, &gid) == 0 && owner == uid);
 }
 
+struct pg_set {
+	bool on;
+	uint32_t idle;
+};
+
+static int set_ondemand(void *ctx, struct cow_ref *ref)
+{
+	const struct pg_set *p = ctx;
+	ref->on_demand = p->on;
+	ref->idle_timeout = p->idle;
+	return 0;
+}
+
 static json_t *do_ondemand(struct cow_pgd *d, struct cow_ref *ref, bool on, uint32_t idle)
 {
 	char datadir[4200];
@@ -1067,7 +1208,8 @@ static json_t *do_ondemand(struct cow_pgd *d, struct cow_ref *ref, bool on, uint
 		pthread_mutex_unlock(&d->lock);
 	}
 	struct cow_ref out;
-	int r = cow_fs_branch_pg_set(d->fs, ref->name, on, idle, &out);
+	struct pg_set set = { on, idle };
+	int r = cow_fs_branch_update(d->fs, ref->name, set_ondemand, &set, &out);
 	if (r < 0)
 		return error(NULL, "cannot update the ref of branch '%s': %s", ref->name, strerror(-r));
 	cow_info("pg: branch %s on demand %s (idle %u s)", ref->name, on ? "on" : "off",
@@ -1101,6 +1243,8 @@ json_t *cow_pgd_handle(struct cow_pgd *d, const char *cmd, json_t *req, uid_t ui
 		return error("no_branch", "no branch '%s'", name);
 	if (strcmp(cmd, "pg.info") == 0) {
 		/* the first Postgres command on a branch gives it its port */
+		if (json_is_false(json_object_get(req, "assign")))
+			return json_pack("{s:b, s:o}", "ok", 1, "pg", info(d, &ref));
 		int r = cow_fs_branch_pg_port(d->fs, name, &ref);
 		if (r == -EADDRINUSE)
 			return error(NULL, "no free port for branch '%s' in %d-%d", name, COW_PG_PORT_MIN, COW_PG_PORT_MAX);
@@ -1108,6 +1252,7 @@ json_t *cow_pgd_handle(struct cow_pgd *d, const char *cmd, json_t *req, uid_t ui
 			return error(NULL, "cannot give branch '%s' a port: %s", name, strerror(-r));
 		char dir[512];
 		make_socket_dir(d, name, dir, sizeof dir);
+		publish(d);
 		return json_pack("{s:b, s:o}", "ok", 1, "pg", info(d, &ref));
 	}
 	if (!may_manage(d, &ref, uid))
@@ -1118,8 +1263,11 @@ json_t *cow_pgd_handle(struct cow_pgd *d, const char *cmd, json_t *req, uid_t ui
 		if (!json_is_boolean(jon) || (jidle && (!json_is_integer(jidle) || json_integer_value(jidle) < 0 ||
 							json_integer_value(jidle) > 7 * 86400)))
 			return error(NULL, "pg.ondemand needs a boolean \"on\" and optionally \"idle\", seconds (at most a week)");
-		if (!ref.port && cow_fs_branch_pg_port(d->fs, name, &ref) < 0)
-			return error(NULL, "no free port for branch '%s'", name);
+		if (!ref.port) {
+			if (cow_fs_branch_pg_port(d->fs, name, &ref) < 0)
+				return error(NULL, "no free port for branch '%s'", name);
+			publish(d);
+		}
 		uint32_t idle = jidle ? (uint32_t)json_integer_value(jidle) : ref.idle_timeout;
 		return do_ondemand(d, &ref, json_is_true(jon), idle);
 	}

@@ -15,16 +15,16 @@ const char *cow_ref_check_name(const char *name)
 {
 	size_t len = strlen(name);
 	if (len == 0)
-		return "a branch name cannot be empty";
+		return "a name cannot be empty";
 	if (len > COW_NAME_LEN)
-		return "a branch name has at most 63 characters";
+		return "a name has at most 63 characters";
 	if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9')))
-		return "a branch name starts with a lower-case letter or a digit";
+		return "a name starts with a lower-case letter or a digit";
 	for (const char *p = name; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
-			return "a branch name holds only a-z, 0-9, '.', '_' and '-'";
+			return "a name holds only a-z, 0-9, '.', '_' and '-'";
 	if (strstr(name, ".."))
-		return "a branch name cannot contain '..'";
+		return "a name cannot contain '..'";
 	return NULL;
 }
 

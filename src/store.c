@@ -171,7 +171,9 @@ static int super_check(const char *path)
 
 int cow_store_create(const char *path)
 {
-	if (mkdir(path, 0700) < 0) {
+	/* 0711: every user may reach control.sock (the daemon checks who asks,
+	 * by SO_PEERCRED); segments/ and refs/ stay the daemon's alone (0700). */
+	if (mkdir(path, 0711) < 0) {
 		if (errno != EEXIST)
 			return -errno;
 		char p[4096];

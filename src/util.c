@@ -152,3 +152,27 @@ out:
 	close(fd);
 	return r;
 }
+
+int cow_parse_duration(const char *text, int64_t *ret_sec)
+{
+	char *end;
+	if (!text || !(*text >= '0' && *text <= '9'))
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	int64_t unit = 1;
+	switch (*end) {
+	case 0: case 's': break;
+	case 'm': unit = 60; break;
+	case 'h': unit = 3600; break;
+	case 'd': unit = 86400; break;
+	case 'w': unit = 7 * 86400; break;
+	default: return -EINVAL;
+	}
+	if (*end && end[1])
+		return -EINVAL;
+	if (errno || v > 100ull * 366 * 86400 / (unsigned long long)unit)
+		return -EINVAL;
+	*ret_sec = (int64_t)v * unit;
+	return 0;
+}

@@ -36,6 +36,10 @@ int cow_write_file_durable(const char *dir, const char *name, const void *buf, s
 int cow_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);
 int cow_fsync_path(const char *path);
 
+/* "90", "90s", "10m", "8h", "7d", "2w" -> seconds; -EINVAL for anything else
+ * (negative, empty, trailing junk, or more than 100 years). */
+int cow_parse_duration(const char *text, int64_t *ret_sec);
+
 #define COW_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define COW_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define COW_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -122,6 +122,47 @@ START_TEST(test_socket_dir)
 }
 END_TEST
 
+START_TEST(test_ports_of_other_stores)
+{
+	char *t1, *t2, *a = tu_store_path(&t1), *b = tu_store_path(&t2);
+	ck_assert_int_eq(cow_store_create(a), 0);
+	ck_assert_int_eq(cow_store_create(b), 0);
+	uint16_t pa[] = { 11111, 0, 11112 }, pb[] = { 12221 };
+	ck_assert_int_eq(cow_pg_ports_publish(a, pa, 3), 0);
+	ck_assert_int_eq(cow_pg_ports_publish(b, pb, 1), 0);
+	uint16_t *v;
+	size_t n;
+	bool seen_a = false, seen_b = false;
+	ck_assert_int_eq(cow_pg_ports_others(a, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		seen_a |= v[i] == 11111 || v[i] == 11112, seen_b |= v[i] == 12221;
+	ck_assert(!seen_a && seen_b); /* a's own ports are not "others" */
+	free(v);
+	seen_a = seen_b = false;
+	ck_assert_int_eq(cow_pg_ports_others(b, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		seen_a |= v[i] == 11111, seen_b |= v[i] == 12221;
+	ck_assert(seen_a && !seen_b);
+	free(v);
+	cow_pg_ports_unpublish(a);
+	seen_a = false;
+	ck_assert_int_eq(cow_pg_ports_others(b, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		seen_a |= v[i] == 11111;
+	ck_assert(!seen_a);
+	free(v);
+	cow_pg_ports_unpublish(b);
+	char d[256];
+	ck_assert_int_eq(cow_pg_run_dir(a, d, sizeof d), 0);
+	rmdir(d);
+	ck_assert_int_eq(cow_pg_run_dir(b, d, sizeof d), 0);
+	rmdir(d);
+	tu_rmrf(t1);
+	tu_rmrf(t2);
+	free(t1), free(t2), free(a), free(b);
+}
+END_TEST
+
 static void put_file(struct cow_branch *b, const char *name, const char *text, uint32_t uid)
 {
 	struct cow_attr a;
@@ -189,6 +230,7 @@ int main(void)
 	tcase_add_test(tc, test_settings_rewrite);
 	tcase_add_test(tc, test_pick_port);
 	tcase_add_test(tc, test_socket_dir);
+	tcase_add_test(tc, test_ports_of_other_stores);
 	tcase_add_test(tc, test_settings_write_branch);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
