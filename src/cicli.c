@@ -91,21 +91,13 @@ static int run(const char *store, const char *const *args, char **out, const cha
 	return -1;
 }
 
+/* --now: a throw-away branch skips the trash's grace period */
 static int drop_branch(const char *store, const char *name)
 {
-	/* --now: no grace period in the trash for a throw-away branch, where
-	 * this cowfs has a trash; 2 (usage) from one that has none */
-	const char *now[] = { "branch", "delete", name, "--now", "--store", store, NULL };
-	char *out = NULL, *err = NULL;
-	int r = cow_subcmd_run(now, &out, &err);
-	free(out);
-	free(err);
-	if (r == 0)
-		return 0;
-	const char *plain[] = { "branch", "delete", name, NULL };
+	const char *args[] = { "branch", "delete", name, "--now", NULL };
 	char what[128];
 	snprintf(what, sizeof what, "cannot delete branch %s", name);
-	return run(store, plain, NULL, what);
+	return run(store, args, NULL, what);
 }
 
 static int set_env_from(json_t *env, const char *name)

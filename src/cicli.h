@@ -6,8 +6,8 @@
  * Creates NAME (default ci-XXXXXXXX, random) from BRANCH (default main),
  * starts Postgres on it (`cowfs pg start`), runs COMMAND with PGHOST,
  * PGPORT, PGDATABASE, PGUSER, DATABASE_URL and COWFS_BRANCH in its
- * environment, and deletes the branch (`cowfs branch delete`, which stops
- * Postgres first) on every path: COMMAND succeeded, failed, was killed, or
+ * environment, and deletes the branch (`cowfs branch delete --now`, which
+ * stops Postgres first and skips the trash) on every path: COMMAND succeeded, failed, was killed, or
  * we were sent SIGINT, SIGTERM or SIGHUP (forwarded to COMMAND unless the
  * terminal sent it to the whole process group already; we wait for
  * COMMAND, clean up, and exit 128+N).  --keep-on-failure keeps the branch,

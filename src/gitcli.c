@@ -185,11 +185,7 @@ static json_t *branch_get(struct ctx *c, const char *name)
 static bool branch_protected(struct ctx *c, const char *name)
 {
 	json_t *b = branch_get(c, name);
-	if (b && json_is_true(json_object_get(b, "protected")))
-		return true;
-	/* a daemon that does not say: the ref itself does */
-	struct cow_ref ref;
-	return cow_ref_read(c->store, COW_REF_BRANCH, name, &ref) == 0 && ref.protected;
+	return b && json_is_true(json_object_get(b, "protected"));
 }
 
 /* Run `cowfs ARGS... --store STORE`; 0, or -1 with why = "WHAT: reason". */

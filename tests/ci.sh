@@ -7,8 +7,8 @@
 #     (128+9), a command that is not found (127);
 #   cowfs ci itself sent SIGTERM or SIGINT: the command gets it, cowfs ci
 #     waits, cleans up and exits 128+N without waiting for the command's sleep;
-#   every time: the branch is gone from `cowfs branch list --json`, and no
-#     Postgres runs on it any more;
+#   every time: the branch is gone from `cowfs branch list --json` (and not
+#     in the trash), and no Postgres runs on it any more;
 #   --keep-on-failure: a failed command's branch stays, with Postgres running,
 #     and the printed settings reach it; a successful one's goes;
 #   --name of an existing branch, --from of a missing one: exit 125, nothing
@@ -43,8 +43,11 @@ pg_on_branches() {
 	done
 }
 # only_main WHAT: the run left nothing behind
+trashed() { "$C" branch list --deleted --json | python3 -c 'import json,sys
+print(" ".join(sorted(b["name"] for b in json.load(sys.stdin)["branches"])))'; }
 only_main() {
 	[ "$(branches)" = main ] || fail "$1: branches left: $(branches)"
+	[ -z "$(trashed)" ] || fail "$1: a throw-away branch went to the trash instead of away: $(trashed)"
 	[ -z "$(pg_on_branches)" ] || fail "$1: Postgres still runs on a branch: $(pg_on_branches)"
 }
 
@@ -112,7 +115,7 @@ grep -q "branch ci-kept kept" "$T/err" && grep -q "^export DATABASE_URL=" "$T/er
 got=$(eval "$(grep '^export ' "$T/err")" && "$PSQL" -X -At -c "SELECT string_agg(x, ',' ORDER BY x) FROM t") ||
 	fail "the printed settings do not reach the kept branch"
 [ "$got" = kept,main ] || fail "the kept branch holds '$got'"
-"$C" branch delete ci-kept >/dev/null || fail "delete ci-kept"
+"$C" branch delete ci-kept --now >/dev/null || fail "delete ci-kept"
 only_main "after deleting the kept branch"
 pass "--keep-on-failure: exit 3, branch ci-kept kept with Postgres running, the printed settings reach it"
 "$C" ci run --keep-on-failure -- true 2>/dev/null || fail "--keep-on-failure with a succeeding command"

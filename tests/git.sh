@@ -12,6 +12,7 @@
 #     Postgres), checkout of the branch again reuses its database;
 #   names: slashes, dots, upper case, unicode, 80 characters give valid,
 #     distinct names; a/b and a-b never share one; stable on re-checkout;
+#   cowfs.ttl: a new database branch expires;
 #   detached HEAD, a store that is not mounted: the checkout succeeds, one
 #     line from cowfs, .env untouched; a rebase (HEAD detached meanwhile): silent;
 #   `git branch -D` alone deletes nothing; `cowfs git prune --dry-run` lists
@@ -161,6 +162,15 @@ git checkout -q a/b 2>/dev/null && [ "$(git config branch.a/b.cowfsDatabase)" = 
 git checkout -q main 2>/dev/null
 for g in "${!db[@]}"; do printf '    %-24s -> %s\n' "$(printf '%s' "$g" | cut -c1-24)" "${db[$g]}"; done
 pass "names valid and distinct (a/b -> a-b, a-b -> ${db[a-b]}), stable, reachable on demand"
+# cowfs.ttl: new database branches expire
+git config cowfs.ttl 2h
+git checkout -q -b ttl/x 2>"$T/err" || fail "checkout with cowfs.ttl: $(cat "$T/err")"
+left=$("$C" branch list --json --store "$store" | python3 -c 'import json,sys,time
+b = [b for b in json.load(sys.stdin)["branches"] if b["name"] == "ttl-x"][0]
+print(int(b["expires"] - time.time()) if b.get("expires") else "none")')
+[ "$left" != none ] && [ "$left" -gt 7000 ] && [ "$left" -le 7200 ] || fail "cowfs.ttl 2h: ttl-x expires in $left s"
+git config --unset cowfs.ttl && git checkout -q main 2>/dev/null
+pass "cowfs.ttl 2h: the new database branch ttl-x expires in $left s"
 # a database branch cowfs git did not make is never taken by name, only when paired by hand
 "$C" branch create staging --from main --store "$store" >/dev/null || fail "create staging"
 git checkout -q -b staging 2>/dev/null && [[ $(git config branch.staging.cowfsDatabase) =~ ^staging-[0-9a-f]{8}$ ]] ||
@@ -212,17 +222,7 @@ git checkout -q -b keepme 2>/dev/null && git checkout -q main 2>/dev/null
 uni=gr$(printf '\xc3\xbc\xc3\x9f')e
 git branch -q -D rel.1.2 "$uni" keepme manual || fail "git branch -D"
 has_branch rel.1.2 && has_branch "${db[$uni]}" && has_branch keepme || fail "git branch -D alone deleted a database branch"
-# protect keepme: with 'cowfs branch set' where this cowfs has it, else in its ref while unmounted
-if ! "$C" branch set keepme --protected --store "$store" >/dev/null 2>&1; then
-	for d in "$mnt"/*/; do [ -f "$d/postmaster.pid" ] && { "$C" pg stop "$(basename "$d")" --store "$store" >/dev/null || fail "stop $d"; }; done
-	cowfs_umount "$mnt" || fail "umount"
-	python3 - "$store/refs/branches/keepme.json" <<'PY' || fail "protect keepme"
-import json, sys
-p = sys.argv[1]; r = json.load(open(p)); r["protected"] = True
-json.dump(r, open(p, "w"), indent=2, sort_keys=True)
-PY
-	cowfs_mount "$store" "$mnt" || fail "remount"
-fi
+"$C" branch set keepme --protected --store "$store" >/dev/null || fail "protect keepme"
 all_before=$(branches)
 "$C" git prune --dry-run >"$T/dry" 2>&1 || fail "prune --dry-run: $(cat "$T/dry")"
 sed 's/^/    /' "$T/dry"
