@@ -223,6 +223,12 @@ uni=gr$(printf '\xc3\xbc\xc3\x9f')e
 git branch -q -D rel.1.2 "$uni" keepme manual || fail "git branch -D"
 has_branch rel.1.2 && has_branch "${db[$uni]}" && has_branch keepme || fail "git branch -D alone deleted a database branch"
 "$C" branch set keepme --protected --store "$store" >/dev/null || fail "protect keepme"
+states=$("$C" git list --json | python3 -c 'import json,sys
+print(" ".join(sorted(e["database"] + "=" + e["state"].replace(" ", "_") for e in json.load(sys.stdin))))')
+for want in rel.1.2=git_branch_gone feature-merged=merged_into_main keepme=git_branch_gone fresh=ok main=parent a-b=ok; do
+	[[ " $states " == *" $want "* ]] || fail "cowfs git list --json: no $want in: $states"
+done
+pass "cowfs git list: gone, merged, ok and the parent told apart"
 all_before=$(branches)
 "$C" git prune --dry-run >"$T/dry" 2>&1 || fail "prune --dry-run: $(cat "$T/dry")"
 sed 's/^/    /' "$T/dry"
