@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "pgcli.h"
 #include "util.h"
 
 static int usage_error(const char *msg)
@@ -208,9 +209,22 @@ int cmd_branch(int argc, char **argv)
 	json_object_set_new(req, "cmd", json_string(cmd));
 	if (name)
 		json_object_set_new(req, "name", json_string(name));
+	/* Postgres started by hand is stopped around a reset (the daemon
+	 * refuses one while it runs) and started again on the same port, with
+	 * the options it had (pgcli.h) */
+	struct pgcli_change pgc = { .restart = false, .quiet = t.json };
+	if (strcmp(cmd, "branch.reset") == 0) {
+		char store[4096];
+		if (find_store(t.store, t.mnt, store, sizeof store) < 0 || pgcli_before_change(store, name, &pgc)) {
+			json_decref(req);
+			return 1;
+		}
+	}
 	json_t *reply = cli_call(&t, req);
-	if (!reply || t.json || !json_is_true(json_object_get(reply, "ok")))
-		return reply ? cli_status(reply) : 1;
+	if (!reply || t.json || !json_is_true(json_object_get(reply, "ok"))) {
+		int st = reply ? cli_status(reply) : 1;
+		return pgcli_after_change(&pgc) ? 1 : st;
+	}
 	json_t *b = json_object_get(reply, "branch");
 	if (strcmp(cmd, "branch.list") == 0) {
 		printf("%-32s %-10s %6s %8s\n", "NAME", "OWNER", "AGE", "EXPIRES");
@@ -251,7 +265,8 @@ int cmd_branch(int argc, char **argv)
 		}
 		printf(", %s\n", json_is_true(json_object_get(b, "protected")) ? "protected" : "not protected");
 	}
-	return cli_status(reply);
+	int st = cli_status(reply);
+	return pgcli_after_change(&pgc) ? 1 : st;
 }
 
 int cmd_snapshot(int argc, char **argv)

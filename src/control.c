@@ -19,6 +19,7 @@
 
 #include "diff.h"
 #include "fs.h"
+#include "pgd.h"
 #include "postmaster.h"
 #include "ref.h"
 #include "store.h"
@@ -36,7 +37,16 @@ struct cow_control {
 	int stop_pipe[2];
 	pthread_t thread;
 	char path[4096];
+	struct cow_pgd *pgd; /* Postgres on branches; set once, read with __atomic */
 };
+
+void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd)
+{
+	if (c)
+		__atomic_store_n(&c->pgd, pgd, __ATOMIC_RELEASE);
+}
+
+static struct cow_pgd *pgd_of(struct cow_control *c) { return __atomic_load_n(&c->pgd, __ATOMIC_ACQUIRE); }
 
 static json_t *ref_json(const struct cow_ref *r)
 {
@@ -221,6 +231,7 @@ static json_t *h_branch_create(struct req *q)
 		return error("cannot create branch '%s': %s", name, strerror(-r));
 	cow_info("branch %s created from %s%s by uid %u", name, snap ? "snapshot " : "", src, (unsigned)q->uid);
 	tell_fuse(q, false, name);
+	cow_pgd_created(pgd_of(q->c), name);
 	return q->sent ? NULL : ok_ref("branch", &ref);
 }
 
@@ -259,7 +270,9 @@ static json_t *h_branch_reset(struct req *q)
 	if (!name)
 		return err;
 	pid_t pid = 0;
+	cow_pgd_hold(pgd_of(q->c), name); /* an on-demand Postgres stops, and restarts on the new state */
 	int r = cow_fs_branch_reset(q->c->fs, name, &pid, &ref);
+	cow_pgd_release(pgd_of(q->c), name, false);
 	if (r == -ECHILD)
 		return error("branch '%s' has no parent to reset to", name);
 	if (r < 0)
@@ -280,7 +293,9 @@ static json_t *h_branch_restore(struct req *q)
 	if (!snap)
 		return err;
 	pid_t pid = 0;
+	cow_pgd_hold(pgd_of(q->c), name);
 	int r = cow_fs_branch_restore(q->c->fs, name, snap, &pid, &ref);
+	cow_pgd_release(pgd_of(q->c), name, false);
 	if (r == -ESRCH)
 		return error("no snapshot '%s'", snap);
 	if (r < 0)
@@ -303,15 +318,20 @@ static json_t *h_branch_delete(struct req *q)
 	if (cur.protected)
 		return repoint_error("delete", name, -EPERM, 0);
 	pid_t pid = 0;
-	int r;
+	int r, stop_err = 0;
+	/* an on-demand Postgres is the daemon's: stopped first, and no longer listened for after */
+	cow_pgd_hold(pgd_of(q->c), name);
 	for (int attempt = 0;; attempt++) {
 		r = cow_fs_branch_delete(q->c->fs, name, json_is_true(purge), &pid);
 		if (r != -EBUSY || !json_is_true(stop) || attempt == 2)
 			break;
 		cow_info("stopping Postgres (pid %d) on branch %s before deleting it", (int)pid, name);
-		if ((r = cow_postmaster_stop(pid, 60)) < 0)
-			return error("cannot stop Postgres (pid %d) on branch '%s': %s", (int)pid, name, strerror(-r));
+		if ((stop_err = cow_postmaster_stop(pid, 60)) < 0)
+			break;
 	}
+	cow_pgd_release(pgd_of(q->c), name, r == 0);
+	if (stop_err < 0)
+		return error("cannot stop Postgres (pid %d) on branch '%s': %s", (int)pid, name, strerror(-stop_err));
 	if (r == -ENOTEMPTY)
 		return error("'%s' is the store's last branch and cannot be deleted", name);
 	if (r < 0)
@@ -348,6 +368,7 @@ static json_t *h_branch_undelete(struct req *q)
 		return error("cannot undelete branch '%s': %s", name, strerror(-r));
 	cow_info("branch %s undeleted by uid %u", name, (unsigned)q->uid);
 	tell_fuse(q, false, name);
+	cow_pgd_created(pgd_of(q->c), name); /* its socket directory; on demand again */
 	return ok_ref("branch", &ref);
 }
 
@@ -530,6 +551,8 @@ static json_t *handle(struct cow_control *c, json_t *j, uid_t uid, int fd)
 	const char *cmd = str_field(j, "cmd");
 	if (!cmd)
 		return error("a request is a JSON object with a string \"cmd\"");
+	if (strncmp(cmd, "pg.", 3) == 0)
+		return pgd_of(c) ? cow_pgd_handle(pgd_of(c), cmd, j, uid) : error("the daemon runs without its Postgres helper");
 	struct req q = { c, j, uid, fd, false };
 	for (size_t i = 0; i < COW_ARRAY_SIZE(commands); i++)
 		if (strcmp(cmd, commands[i].name) == 0)

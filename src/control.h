@@ -5,6 +5,7 @@
  *   {"cmd":"branch.create","name":N,"from":P}  -> {"ok":true,"branch":{...}}
  *   {"cmd":"branch.list"}                      -> {"ok":true,"branches":[...]}
  *   ... one handler per command (branch.*, snapshot.*, reap), all in cowfs(5)
+ *   {"cmd":"pg.*", ...}                        -> pgd.h
  *   anything else                              -> {"ok":false,"error":"..."}
  *
  * Bad input (not JSON, not an object, unknown command, missing or mistyped
@@ -25,5 +26,8 @@ struct cow_control;
 typedef void (*cow_control_notify_fn)(void *ctx, bool snapshot, const char *name);
 
 int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx, struct cow_control **ret);
+/* Hand "pg.*" requests and branch changes to PGD (pgd.h). */
+struct cow_pgd;
+void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd);
 void cow_control_stop(struct cow_control *c);
 #endif

@@ -44,6 +44,7 @@
 #include "control.h"
 #include "fs.h"
 #include "fuse_ops.h"
+#include "pgd.h"
 #include "ref.h"
 #include "notify.h"
 #include "util.h"
@@ -336,6 +337,12 @@ int main(int argc, char **argv)
 	int cr = cow_control_start(ctx.fs, cow_fuse_branch_changed, &ctx, &control);
 	if (cr < 0)
 		cow_err("cannot start the control socket: %s; branch commands will not work", strerror(-cr));
+	/* Postgres on branches: socket directories, on-demand listeners */
+	struct cow_pgd *pgd = NULL;
+	int pr = cow_pgd_start(ctx.fs, mnt, NULL, &pgd);
+	if (pr < 0)
+		cow_err("cannot start the Postgres helper: %s; 'cowfs pg' will not work", strerror(-pr));
+	cow_control_set_pgd(control, pgd);
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	/* Keep idle workers: creating a thread per request costs more than the request. */
@@ -360,6 +367,7 @@ int main(int argc, char **argv)
 	signal(SIGHUP, SIG_IGN);
 	cow_notify("STOPPING=1\nSTATUS=unmounting; final checkpoint");
 	cow_control_stop(control);
+	cow_pgd_stop(pgd, se); /* Postgres started on demand stops while the mount is still served */
 	/* Unmounting ends the connection, which fails a statfs still waiting. */
 	fuse_session_unmount(se);
 	if (ready_started)

@@ -13,6 +13,7 @@
 
 #include "branch.h"
 #include "log.h"
+#include "pg.h"
 #include "postmaster.h"
 #include "ref.h"
 #include "store.h"
@@ -48,6 +49,9 @@ struct cow_fs {
 	cow_fs_reap_fn reap_report;
 	void *reap_ctx;
 };
+
+static int pg_pick_port(struct cow_fs *fs, uint16_t *ret);
+static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, struct cow_ref *ref, struct slot *old);
 
 int cow_fs_init(const char *path, uint32_t uid, uint32_t gid)
 {
@@ -467,6 +471,8 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, enu
 	r = cow_branch_unlink(child, COW_ROOT_INO, "postmaster.pid");
 	if (r < 0 && r != -ENOENT && r != -ENOTDIR)
 		goto thaw;
+	if (kind == COW_REF_BRANCH && (r = pg_settle_child(fs, child, ref, old)) < 0)
+		goto thaw;
 	if (kind == COW_REF_SNAPSHOT) {
 		if ((r = cow_branch_checkpoint(child, &ref->root, &ref->log_pos)) < 0)
 			goto thaw;
@@ -500,7 +506,8 @@ static int branch_from_root(struct cow_fs *fs, struct cow_ref *ref, const cow_ha
 	if ((r = random_id(fs, &ref->id)) < 0 || (r = cow_branch_open(fs->store, ref->id, root, ref->log_pos, &b)) < 0)
 		return r;
 	r = cow_branch_unlink(b, COW_ROOT_INO, "postmaster.pid");
-	if ((r == 0 || r == -ENOENT || r == -ENOTDIR) && (r = cow_store_sync(fs->store)) == 0 &&
+	if ((r == 0 || r == -ENOENT || r == -ENOTDIR) && (r = pg_settle_child(fs, b, ref, old)) == 0 &&
+	    (r = cow_store_sync(fs->store)) == 0 &&
 	    (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, ref)) == 0) {
 		install(fs, COW_REF_BRANCH, ref, b, old);
 		return 0;
@@ -534,6 +541,10 @@ int cow_fs_branch_create(struct cow_fs *fs, struct cow_ref *ref, cow_fs_announce
 		r = -EEXIST;
 	else {
 		ref->created = time(NULL);
+		/* a port of its own, never the parent's; chosen before the parent is frozen */
+		ref->port = 0;
+		if (pg_pick_port(fs, &ref->port) < 0)
+			cow_warn("no free port for branch %s's Postgres; one is given at 'cowfs pg start'", ref->name);
 		r = branch_from_parent(fs, p, ref, COW_REF_BRANCH, NULL, announce, ctx);
 	}
 	pthread_mutex_unlock(&fs->ckpt_lock);
@@ -892,4 +903,74 @@ int cow_fs_reap(struct cow_fs *fs, int64_t now, int64_t grace, cow_fs_reap_fn re
 	}
 	free(v);
 	return err;
+}
+
+/* ---- Postgres on branches (pg.h) -------------------------------------------
+ * A branch's port lives in its ref; its postgresql.auto.conf carries the port
+ * and socket directory, so that a hand-typed pg_ctl uses them.  Any state a
+ * branch is (re)pointed at (create, reset, restore, undelete, a branch of a
+ * snapshot) came from another branch and carries that one's settings:
+ * pg_settle_child writes the branch's own into it before the new state is
+ * synced and published. */
+
+/* A port no live branch has, no other mounted store published, and
+ * nothing listens on; ckpt_lock held. */
+static int pg_pick_port(struct cow_fs *fs, uint16_t *ret)
+{
+	uint16_t *others = NULL;
+	size_t n = 0;
+	cow_pg_ports_others(cow_store_path(fs->store), &others, &n);
+	uint16_t *used = realloc(others, (n + fs->nslots) * sizeof *used);
+	if (!used) {
+		free(others);
+		return -ENOMEM;
+	}
+	for (unsigned i = 1; i < fs->nslots; i++)
+		if (fs->slots[i].branch && fs->slots[i].kind == COW_REF_BRANCH && fs->slots[i].ref.port)
+			used[n++] = fs->slots[i].ref.port;
+	int r = cow_pg_pick_port(used, n, ret);
+	free(used);
+	return r;
+}
+
+/* CHILD, about to be published as REF (replacing the branch in slot OLD,
+ * or new), gets REF's port and socket directory in its settings.  A branch
+ * without a port, or whose port another live branch took meanwhile (an
+ * undelete), gets a new one; ckpt_lock held. */
+static int pg_settle_child(struct cow_fs *fs, struct cow_branch *child, struct cow_ref *ref, struct slot *old)
+{
+	for (unsigned i = 1; ref->port && i < fs->nslots; i++)
+		if (fs->slots[i].branch && &fs->slots[i] != old && fs->slots[i].kind == COW_REF_BRANCH &&
+		    fs->slots[i].ref.port == ref->port)
+			ref->port = 0;
+	if (!ref->port && pg_pick_port(fs, &ref->port) < 0)
+		return 0; /* none free: given at the first 'cowfs pg' command */
+	char dir[512];
+	if (cow_pg_socket_dir(cow_store_path(fs->store), ref->name, dir, sizeof dir) < 0)
+		return 0;
+	int r = cow_pg_settings_write_branch(child, ref->port, dir);
+	if (r < 0)
+		cow_err("branch %s: cannot write its Postgres port into %s: %s", ref->name, COW_PG_SETTINGS_FILE,
+			strerror(-r));
+	return r;
+}
+
+int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *ret)
+{
+	pthread_mutex_lock(&fs->ckpt_lock);
+	int r = find_locked(fs, name);
+	if (r < 0)
+		goto out;
+	struct slot *sl = &fs->slots[r];
+	r = 0;
+	if (!sl->ref.port) {
+		struct cow_ref ref = sl->ref;
+		if ((r = pg_pick_port(fs, &ref.port)) == 0 &&
+		    (r = cow_ref_write(cow_store_path(fs->store), COW_REF_BRANCH, &ref)) == 0)
+			sl->ref = ref;
+	}
+	*ret = sl->ref;
+out:
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	return r < 0 ? r : 0;
 }

@@ -116,4 +116,12 @@ int cow_fs_reap(struct cow_fs *fs, int64_t now, int64_t grace, cow_fs_reap_fn re
 int cow_fs_start_reaper(struct cow_fs *fs, unsigned interval_sec, cow_fs_reap_fn report, void *ctx);
 void cow_fs_set_grace(struct cow_fs *fs, int64_t grace_sec);
 int64_t cow_fs_grace(struct cow_fs *fs);
+
+/* Postgres on branches (pg.h).  A new branch gets a port of its own (none
+ * of another branch, none bound on the machine); every state a branch is
+ * (re)pointed at gets the branch's port and socket directory written into
+ * its postgresql.auto.conf (create, reset, restore, undelete).  pg_port:
+ * NAME's ref, after giving it a port if it had none (-EADDRINUSE: no port
+ * free).  The on-demand members are set with cow_fs_branch_update. */
+int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 #endif

@@ -5,6 +5,8 @@
 #
 #   cowfs_bin_dir               build/ of this tree (override with COWFS_BIN)
 #   tmpdir_new VAR              make a temp dir (removed at exit), store path in VAR
+#   rmdir_at_exit DIR           remove DIR (rm -rf) at exit, after Postgres and mounts are gone
+#                               (e.g. a store's socket directories under /run/cowfs)
 #   store_init STORE [OWNER]    cowfs init
 #   cowfs_mount STORE MNT [ARGS] mount (background daemon), ARGS go to cowfs mount
 #                               (e.g. -o nowriteback); registers cleanup
@@ -51,6 +53,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 _LIB_MOUNTS=()
 _LIB_PGDATA=()
 _LIB_TMPDIRS=()
+_LIB_RMDIRS=()
 _LIB_DAEMONS=()
 _LIB_BGPIDS=()
 declare -A _LIB_PGPID=()
@@ -78,6 +81,7 @@ _lib_cleanup() {
 			kill -KILL "$p" 2>/dev/null
 		fi
 	done
+	for d in "${_LIB_RMDIRS[@]}"; do rm -rf "$d"; done
 	for d in "${_LIB_TMPDIRS[@]}"; do
 		# never rm -rf through a mount that is still attached
 		if grep -q " $d/" /proc/mounts; then
@@ -100,6 +104,10 @@ tmpdir_new() {
 	chmod 755 "$d"
 	_LIB_TMPDIRS+=("$d")
 	printf -v "$1" '%s' "$d"
+}
+
+rmdir_at_exit() {
+	_LIB_RMDIRS+=("$1")
 }
 
 store_init() {
