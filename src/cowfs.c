@@ -32,6 +32,7 @@
 
 #include "cicli.h"
 #include "cli_branch.h"
+#include "cli_diff.h"
 #include "fs.h"
 #include "gitcli.h"
 #include "pgcli.h"
@@ -65,6 +66,8 @@ static void usage(FILE *f)
 		"                                      Postgres on a branch; 'cowfs pg --help'\n"
 		"  git install|uninstall|sync|list|prune a database branch per git branch; 'cowfs git --help'\n"
 		"  ci run [--from BRANCH] -- COMMAND   COMMAND on a throw-away branch; 'cowfs ci --help'\n"
+		"  diff [--schema] [--data] A B [--markdown | --json]\n"
+		"                                      schema and data differences of two branches\n"
 		"  version                             print the version\n"
 		"Unmount with 'umount MOUNTPOINT'.  See cowfs(1).\n");
 }
@@ -187,6 +190,8 @@ int main(int argc, char **argv)
 		return cmd_reap(argc - 1, argv + 1);
 	if (strcmp(cmd, "git") == 0)
 		return gitcli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "diff") == 0)
+		return cmd_diff(argc - 1, argv + 1);
 	if (strcmp(cmd, "ci") == 0)
 		return cicli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
