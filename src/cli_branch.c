@@ -47,38 +47,31 @@ static void print_row(json_t *b, const char *prefix, const char *name)
 	       json_is_true(json_object_get(b, "protected")) ? " protected" : "");
 }
 
-/* Print the children of PARENT (NULL: the roots, branches whose parent is
- * gone) under PREFIX, depth first. */
+/* Is B a child of PARENT; or, PARENT NULL, a root (no parent, or one gone)? */
+static bool under(json_t *arr, json_t *b, const char *parent)
+{
+	const char *p = jstr(b, "parent");
+	if (parent)
+		return p && strcmp(p, parent) == 0;
+	size_t j;
+	json_t *o;
+	json_array_foreach(arr, j, o) if (p && strcmp(jstr(o, "name"), p) == 0) return false;
+	return true;
+}
+
+/* Print the children of PARENT (NULL: the roots) under PREFIX, depth first. */
 static void print_tree(json_t *arr, const char *parent, const char *prefix, int depth)
 {
 	size_t i, n = 0, k = 0;
 	json_t *b;
-	bool roots = parent == NULL;
+	json_array_foreach(arr, i, b) n += under(arr, b, parent);
 	json_array_foreach(arr, i, b) {
-		const char *p = jstr(b, "parent");
-		bool orphan = true;
-		if (roots && p) {
-			size_t j;
-			json_t *o;
-			json_array_foreach(arr, j, o) if (strcmp(jstr(o, "name"), p) == 0) orphan = false;
-		}
-		if (roots ? (!p || orphan) : (p && strcmp(p, parent) == 0))
-			n++;
-	}
-	json_array_foreach(arr, i, b) {
-		const char *p = jstr(b, "parent");
-		bool orphan = true;
-		if (roots && p) {
-			size_t j;
-			json_t *o;
-			json_array_foreach(arr, j, o) if (strcmp(jstr(o, "name"), p) == 0) orphan = false;
-		}
-		if (!(roots ? (!p || orphan) : (p && strcmp(p, parent) == 0)))
+		if (!under(arr, b, parent))
 			continue;
 		bool last = ++k == n;
 		char here[512], below[512]; /* 64 levels of 6 bytes at most */
-		snprintf(here, sizeof here, "%s%s", prefix, roots ? "" : last ? "└─ " : "├─ ");
-		snprintf(below, sizeof below, "%s%s", prefix, roots ? "" : last ? "   " : "│  ");
+		snprintf(here, sizeof here, "%s%s", prefix, !parent ? "" : last ? "└─ " : "├─ ");
+		snprintf(below, sizeof below, "%s%s", prefix, !parent ? "" : last ? "   " : "│  ");
 		print_row(b, here, jstr(b, "name"));
 		if (depth < 64)
 			print_tree(arr, jstr(b, "name"), below, depth + 1);

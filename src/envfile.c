@@ -12,34 +12,7 @@
 
 #include "util.h"
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *np = realloc(b->p, cap);
-		if (!np) {
-			b->oom = true;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = 0;
-}
-
-static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(struct cow_str *b, const char *s) { cow_str_add(b, s, strlen(s)); }
 
 /* The line at TEXT[*pos..]: its length with its end (*full) and without
  * ("\n" or "\r\n" dropped). */
@@ -95,14 +68,14 @@ static size_t block_end(const char *text, size_t len, size_t pos, size_t *body, 
 	return 0;
 }
 
-static void put_block(struct buf *b, const char *title, const char *body, const char *eol)
+static void put_block(struct cow_str *b, const char *title, const char *body, const char *eol)
 {
 	puts_(b, COW_ENVFILE_BEGIN);
 	if (title && *title) {
 		puts_(b, ": ");
 		/* one line, whatever the caller gave */
 		for (const char *t = title; *t; t++)
-			put(b, *t == '\n' || *t == '\r' ? " " : t, 1);
+			cow_str_add(b, *t == '\n' || *t == '\r' ? " " : t, 1);
 	}
 	puts_(b, eol);
 	for (const char *p = body; *p;) {
@@ -112,7 +85,7 @@ static void put_block(struct buf *b, const char *title, const char *body, const 
 		if (k && p[k - 1] == '\r')
 			k--;
 		if (k) {
-			put(b, p, k);
+			cow_str_add(b, p, k);
 			puts_(b, eol);
 		}
 		p += n + (nl ? 1 : 0);
@@ -131,13 +104,13 @@ int cow_envfile_update(const char *old, size_t old_len, const char *title, const
 	if (first_nl && first_nl > old && first_nl[-1] == '\r')
 		eol = "\r\n";
 	bool want = body && *body;
-	struct buf b = { 0 };
+	struct cow_str b = { 0 };
 	bool placed = false;
 	size_t pos = 0;
 	while (pos < old_len) {
 		size_t full, n = line_at(old, old_len, pos, &full);
 		if (!is_begin(old + pos, n)) {
-			put(&b, old + pos, full);
+			cow_str_add(&b, old + pos, full);
 			pos += full;
 			continue;
 		}
@@ -156,7 +129,7 @@ int cow_envfile_update(const char *old, size_t old_len, const char *title, const
 			puts_(&b, eol);
 		put_block(&b, title, body, eol);
 	}
-	put(&b, "", 0);
+	cow_str_add(&b, "", 0);
 	if (b.oom) {
 		free(b.p);
 		return -ENOMEM;
@@ -175,12 +148,12 @@ int cow_envfile_block(const char *text, size_t len, char **ret)
 			size_t body, stop;
 			if (!block_end(text, len, pos, &body, &stop))
 				return -EBADMSG;
-			struct buf b = { 0 };
-			put(&b, "", 0);
+			struct cow_str b = { 0 };
+			cow_str_add(&b, "", 0);
 			for (size_t p = body; p < stop;) {
 				size_t k = line_at(text, len, p, &full);
-				put(&b, text + p, k);
-				put(&b, "\n", 1);
+				cow_str_add(&b, text + p, k);
+				cow_str_add(&b, "\n", 1);
 				p += full;
 			}
 			if (b.oom) {

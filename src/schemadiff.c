@@ -1,60 +1,11 @@
 #include "schemadiff.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A growing string. */
-struct buf {
-	char *s;
-	size_t len, cap;
-	bool oom;
-};
-
-static void add(struct buf *b, const char *p, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *s = realloc(b->s, cap);
-		if (!s) {
-			b->oom = true;
-			return;
-		}
-		b->s = s;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, p, n);
-	b->len += n;
-	b->s[b->len] = 0;
-}
-
-static void addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void addf(struct buf *b, const char *fmt, ...)
-{
-	char tmp[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-	va_end(ap);
-	add(b, tmp, n < 0 ? 0 : (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-static char *done(struct buf *b)
-{
-	if (b->oom) {
-		free(b->s);
-		return NULL;
-	}
-	if (!b->s)
-		add(b, "", 0);
-	return b->s;
-}
+#include "util.h"
 
 static bool starts(const char *line, size_t n, const char *prefix)
 {
@@ -64,7 +15,7 @@ static bool starts(const char *line, size_t n, const char *prefix)
 
 char *cow_schema_normalize(const char *dump)
 {
-	struct buf out = { 0 };
+	struct cow_str out = { 0 };
 	bool in_table = false;
 	for (const char *p = dump; *p;) {
 		const char *nl = strchr(p, '\n');
@@ -83,10 +34,10 @@ char *cow_schema_normalize(const char *dump)
 			in_table = false;
 		else if (in_table && line[n - 1] == ',')
 			n--;
-		add(&out, line, n);
-		add(&out, "\n", 1);
+		cow_str_add(&out, line, n);
+		cow_str_add(&out, "\n", 1);
 	}
-	return done(&out);
+	return cow_str_take(&out);
 }
 
 /* A statement: its first line (the key) and the whole text. */
@@ -137,14 +88,14 @@ static const struct stmt *find(const struct stmt *v, size_t n, const struct stmt
 }
 
 /* The first line without a trailing " (" or ";". */
-static void title(struct buf *b, const struct stmt *s)
+static void title(struct cow_str *b, const struct stmt *s)
 {
 	size_t n = s->key_len;
 	while (n && (s->key[n - 1] == '(' || s->key[n - 1] == ';' || s->key[n - 1] == ' '))
 		n--;
-	add(b, "`", 1);
-	add(b, s->key, n);
-	add(b, "`", 1);
+	cow_str_add(b, "`", 1);
+	cow_str_add(b, s->key, n);
+	cow_str_add(b, "`", 1);
 }
 
 /* The column lines of a CREATE TABLE statement: "    name type ...". */
@@ -172,7 +123,7 @@ static int column_in(const struct stmt *s, const char *line, size_t n, size_t na
 }
 
 /* Columns of A missing from B (WHAT "dropped"), or differing (WHAT "changed", SAME 1). */
-static void columns(struct buf *b, const struct stmt *a, const struct stmt *other, int want, const char *what)
+static void columns(struct cow_str *b, const struct stmt *a, const struct stmt *other, int want, const char *what)
 {
 	bool first = true;
 	for (const char *p = a->text; p < a->text + a->len;) {
@@ -180,47 +131,47 @@ static void columns(struct buf *b, const struct stmt *a, const struct stmt *othe
 		size_t l = nl ? (size_t)(nl - p) : (size_t)(a->text + a->len - p);
 		size_t nm;
 		if (column(p, l, &nm) && column_in(other, p, l, nm) == want) {
-			addf(b, "%s `%.*s`", first ? what : ",", (int)nm, p + 4);
+			cow_str_addf(b, "%s `%.*s`", first ? what : ",", (int)nm, p + 4);
 			first = false;
 		}
 		p += l + 1;
 	}
 	if (!first)
-		add(b, ";", 1);
+		cow_str_add(b, ";", 1);
 }
 
 char *cow_schema_summary(const char *norm_a, const char *norm_b)
 {
 	size_t na = 0, nb = 0;
 	struct stmt *a = split(norm_a, &na), *b = split(norm_b, &nb);
-	struct buf out = { 0 };
+	struct cow_str out = { 0 };
 	if (!a || !b)
 		out.oom = true;
 	for (size_t i = 0; !out.oom && i < nb; i++) {
 		const struct stmt *o = find(a, na, &b[i]);
 		if (!o) {
-			add(&out, "- added: ", 9);
+			cow_str_add(&out, "- added: ", 9);
 			title(&out, &b[i]);
-			add(&out, "\n", 1);
+			cow_str_add(&out, "\n", 1);
 		} else if (o->len != b[i].len || memcmp(o->text, b[i].text, o->len) != 0) {
-			add(&out, "- changed: ", 11);
+			cow_str_add(&out, "- changed: ", 11);
 			title(&out, &b[i]);
 			if (starts(b[i].key, b[i].key_len, "CREATE TABLE ")) {
-				add(&out, ":", 1);
+				cow_str_add(&out, ":", 1);
 				columns(&out, &b[i], o, 0, " added column(s)");
 				columns(&out, o, &b[i], 0, " dropped column(s)");
 				columns(&out, &b[i], o, 1, " changed column(s)");
 			}
-			add(&out, "\n", 1);
+			cow_str_add(&out, "\n", 1);
 		}
 	}
 	for (size_t i = 0; !out.oom && i < na; i++)
 		if (!find(b, nb, &a[i])) {
-			add(&out, "- dropped: ", 11);
+			cow_str_add(&out, "- dropped: ", 11);
 			title(&out, &a[i]);
-			add(&out, "\n", 1);
+			cow_str_add(&out, "\n", 1);
 		}
 	free(a);
 	free(b);
-	return done(&out);
+	return cow_str_take(&out);
 }

@@ -176,3 +176,49 @@ int cow_parse_duration(const char *text, int64_t *ret_sec)
 	*ret_sec = (int64_t)v * unit;
 	return 0;
 }
+
+void cow_str_add(struct cow_str *s, const char *text, size_t n)
+{
+	if (s->oom)
+		return;
+	if (s->len + n + 1 > s->cap) {
+		size_t cap = s->cap ? s->cap : 256;
+		while (cap < s->len + n + 1)
+			cap *= 2;
+		char *p = realloc(s->p, cap);
+		if (!p) {
+			s->oom = true;
+			return;
+		}
+		s->p = p;
+		s->cap = cap;
+	}
+	memcpy(s->p + s->len, text, n);
+	s->len += n;
+	s->p[s->len] = 0;
+}
+
+void cow_str_addf(struct cow_str *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *text = NULL;
+	int n = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		s->oom = true;
+	else
+		cow_str_add(s, text, (size_t)n);
+	free(text);
+}
+
+char *cow_str_take(struct cow_str *s)
+{
+	if (!s->oom && !s->p)
+		cow_str_add(s, "", 0);
+	if (s->oom) {
+		free(s->p);
+		s->p = NULL;
+	}
+	return s->p;
+}

@@ -10,6 +10,7 @@
 #ifndef COW_UTIL_H
 #define COW_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +40,19 @@ int cow_fsync_path(const char *path);
 /* "90", "90s", "10m", "8h", "7d", "2w" -> seconds; -EINVAL for anything else
  * (negative, empty, trailing junk, or more than 100 years). */
 int cow_parse_duration(const char *text, int64_t *ret_sec);
+
+/* A growing NUL-terminated string.  After an allocation fails, further
+ * additions do nothing and oom stays set; free p in any case. */
+struct cow_str {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+void cow_str_add(struct cow_str *s, const char *text, size_t n);
+void cow_str_addf(struct cow_str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The string (never NULL unless out of memory: "" for nothing added), or
+ * NULL after freeing it if an allocation failed. */
+char *cow_str_take(struct cow_str *s);
 
 #define COW_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define COW_MIN(a, b) ((a) < (b) ? (a) : (b))
