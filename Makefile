@@ -29,7 +29,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref fs control
+CORE := crc32c hash io util log store tree inode branch ref walk gc fsck fs control
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs

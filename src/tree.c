@@ -167,7 +167,7 @@ int cow_tree_node_decode(const void *buf, size_t len, uint32_t value_size, int e
 		return r;
 	*ret_level = level;
 	const uint8_t *bitmap = b + NODE_HDR, *e = bitmap + fanout / 8;
-	for (unsigned i = 0; i < fanout; i++) {
+	for (unsigned i = 0; fn && i < fanout; i++) {
 		if (!(bitmap[i / 8] >> (i % 8) & 1))
 			continue;
 		if ((r = fn(ctx, i, e)) < 0)

@@ -49,7 +49,8 @@ size_t cow_tree_mem(const struct cow_tree *t);
  * cow_tree: decode node object BUF of a tree with VALUE_SIZE (EXPECT_LEVEL
  * < 0: any level), set *RET_LEVEL, and call FN for each present entry with
  * its slot and bytes (a child's hash in an interior node, a value in a
- * leaf).  -EIO if malformed (quietly), else FN's first error. */
+ * leaf; FN may be NULL to check the node only).  -EIO if malformed
+ * (quietly), else FN's first error. */
 typedef int (*cow_tree_entry_fn)(void *ctx, unsigned slot, const uint8_t *entry);
 int cow_tree_node_decode(const void *buf, size_t len, uint32_t value_size, int expect_level, unsigned *ret_level,
 			 cow_tree_entry_fn fn, void *ctx);
