@@ -6,6 +6,11 @@
  *   {"cmd":"branch.delete","name":N}           -> {"ok":true}
  *   {"cmd":"branch.reset","name":N}            -> {"ok":true,"branch":{...}}
  *   {"cmd":"branch.list"}                      -> {"ok":true,"branches":[...]}
+ *   {"cmd":"df"}                               -> {"ok":true,"refs":[...],"store":{...}}
+ *   {"cmd":"gc","threshold":PCT}               -> {"progress":{...}} lines, then
+ *                                                 {"ok":true, ...figures}
+ *   {"cmd":"fsck"}                             -> {"progress":{...}} lines, then
+ *                                                 {"ok":true,"clean":B,"problems":[...],...}
  *   anything else                              -> {"ok":false,"error":"..."}
  *
  * Bad input (not JSON, not an object, unknown command, missing or mistyped
@@ -14,6 +19,12 @@
  * connection idle for 30 s, or not reading its replies for 5 s, is closed.
  * NOTIFY is called after a branch appears or disappears, with its name, so
  * that the FUSE layer can drop the kernel's cached entry.
+ *
+ * gc, fsck and df walk the whole store: each runs in a thread of its own,
+ * one at a time, taking the connection (it ends after the final reply), so
+ * that branch commands are served meanwhile.  cow_control_serve_fd serves
+ * one connection in the calling thread, jobs included: the CLI's offline
+ * mode on a store it opened itself, with the same replies.
  */
 #ifndef COW_CONTROL_H
 #define COW_CONTROL_H
@@ -25,4 +36,6 @@ typedef void (*cow_control_notify_fn)(void *ctx, const char *branch);
 
 int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx, struct cow_control **ret);
 void cow_control_stop(struct cow_control *c);
+/* Serve requests from FD (one end of a socketpair) until it is closed. */
+int cow_control_serve_fd(struct cow_fs *fs, int fd);
 #endif

@@ -569,11 +569,13 @@ static int check_ref_kinds(const char *store)
 	return r;
 }
 
-/* Every root of the store: the live branches, checkpointed now (with ALL
- * even clean ones, so that their replay starts at the log's end), then every
- * ref file of every kind.  *RET_LIMIT: the lowest replay position of a live
- * branch.  A ref that cannot be read fails the whole collection. */
-static int collect_roots(struct cow_fs *fs, bool all, struct fs_root **ret, size_t *ret_n, uint64_t *ret_limit)
+/* Every root of the store: the live branches, checkpointed now, then every
+ * ref file of every kind.  A clean branch is checkpointed too: its slot's
+ * ref may be older than its state (a branch create checkpoints the parent
+ * without writing the parent's ref), and GC needs its replay to start at
+ * the log's end.  *RET_LIMIT: the lowest replay position of a live branch.
+ * A ref that cannot be read fails the whole collection. */
+static int collect_roots(struct cow_fs *fs, struct fs_root **ret, size_t *ret_n, uint64_t *ret_limit)
 {
 	const char *store = cow_store_path(fs->store);
 	struct fs_root *v = NULL;
@@ -588,8 +590,7 @@ static int collect_roots(struct cow_fs *fs, bool all, struct fs_root **ret, size
 		struct slot *sl = &fs->slots[i];
 		if (!sl->branch)
 			continue;
-		if (all || cow_branch_dirty(sl->branch))
-			r = checkpoint_slot(fs, sl);
+		r = checkpoint_slot(fs, sl);
 		if (r == 0)
 			r = root_add(&v, &n, &cap, COW_REF_BRANCH, sl->ref.name, &sl->ref.root);
 		limit = COW_MIN(limit, sl->ref.log_pos);
@@ -646,7 +647,7 @@ int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret)
 	int r = cow_gc_begin(fs->store, &o, &g);
 	if (r < 0)
 		return r;
-	if ((r = collect_roots(fs, false, &v, &n, NULL)) == 0 && !(gr = gc_roots(v, n)))
+	if ((r = collect_roots(fs, &v, &n, NULL)) == 0 && !(gr = gc_roots(v, n)))
 		r = -ENOMEM;
 	if (r == 0)
 		r = cow_gc_mark(g, gr, n);
@@ -699,7 +700,7 @@ int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_s
 	int r = cow_gc_begin(fs->store, &o, &g);
 	if (r < 0)
 		return r;
-	if ((r = collect_roots(fs, true, &v, &n, &limit)) == 0 && !(gr = gc_roots(v, n)))
+	if ((r = collect_roots(fs, &v, &n, &limit)) == 0 && !(gr = gc_roots(v, n)))
 		r = -ENOMEM;
 	if (r == 0)
 		r = cow_gc_mark(g, gr, n);
@@ -722,7 +723,7 @@ int cow_fs_fsck(struct cow_fs *fs, const struct cow_fsck_opts *opts, struct cow_
 {
 	struct fs_root *v = NULL;
 	size_t n = 0;
-	int r = collect_roots(fs, false, &v, &n, NULL);
+	int r = collect_roots(fs, &v, &n, NULL);
 	if (r < 0)
 		return r;
 	struct cow_fsck_root *fr = calloc(n ? n : 1, sizeof *fr);

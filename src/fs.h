@@ -81,7 +81,7 @@ int cow_fs_branch_list(struct cow_fs *fs, struct cow_ref **ret, size_t *ret_n);
 /* A copy of NAME's ref, or -ENOENT. */
 int cow_fs_branch_get(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 
-/* Storage per ref and for the whole store (cowfs df).  Dirty branches are
+/* Storage per ref and for the whole store (cowfs df).  Live branches are
  * checkpointed first.  Bytes of objects (walk.h, gc.h):
  *   logical: the objects below the ref counted file by file, as a copy of it
  *            alone without dedup would store them (holes, zero blocks: 0);
