@@ -6,6 +6,8 @@
 #   tests/badinput.sh     bad stores, refs, mount points and options: one line, nothing changed
 #   tests/mount.sh        make install DESTDIR=, mount.cowfs, mount -t cowfs
 #   tests/branch.sh       branches: isolation, a branch of a running Postgres, bad input
+#   tests/gc.sh           cowfs df, gc and fsck: own/shared bytes, space reclaimed, gc under
+#                         pgbench load and a kill -9 during gc lose nothing, fsck names bad blocks
 #   tests/pg/basic.sh     Postgres load, clean umount/remount, same data, pg_amcheck clean
 #   tests/pg/crash.sh     kill -9 of the daemon / of Postgres loses no acknowledged commit
 # prints each script's name and result, and ends with the line "N passed, N failed".
@@ -30,7 +32,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 	die "PostgreSQL 15 server binaries not found in $PGBIN (initdb, pgbench, pg_amcheck): install postgresql-15"
 export PGBIN
 
-TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/branch.sh tests/pg/basic.sh tests/pg/crash.sh"}
+TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/branch.sh tests/gc.sh tests/pg/basic.sh tests/pg/crash.sh"}
 passed=0 failed=0 failed_names=
 for t in $TESTS; do
 	if [ ! -f "$t" ]; then
