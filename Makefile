@@ -71,6 +71,7 @@ check: all unit $(B)/fsops
 bench: all
 	bash bench/run.sh
 	bash bench/branch.sh
+	bash bench/gc.sh
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8

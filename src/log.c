@@ -640,7 +640,13 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	pthread_mutex_init(&log->lock, NULL);
 	pthread_cond_init(&log->synced_cond, NULL);
 	pthread_cond_init(&log->prep_cond, NULL);
-	pthread_rwlock_init(&log->seg_lock, NULL);
+	/* Replay reads objects (a read lock) from inside a scan (a read lock
+	 * too): readers must not queue behind a waiting drop. */
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_READER_NP);
+	pthread_rwlock_init(&log->seg_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	log->prep_fd = -1;
 	int r = -ENOMEM;
 	log->dir = strdup(dir);
