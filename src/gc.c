@@ -164,7 +164,10 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 			break;
 		uint64_t live = g->seg_live[v[i].seg];
 		uint64_t size = COW_MAX(v[i].disk, (uint64_t)v[i].used);
-		if (live == 0 || live * 100 < size * g->o.threshold)
+		/* A segment filled less than a quarter is what an earlier run
+		 * left at the head when it rolled: its live data join the head,
+		 * so that such segments do not pile up. */
+		if (live == 0 || live * 100 < size * g->o.threshold || v[i].used < COW_LOG_SEGMENT_MAX / 4)
 			todo[ntodo++] = v[i].seg;
 	}
 	free(v);

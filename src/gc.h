@@ -8,7 +8,9 @@
  * bytes.
  *
  * Sweep: every segment below the sweep limit whose live records take less
- * than the threshold share of its size on disk is rewritten: its live
+ * than the threshold share of its size on disk, or that is filled less than
+ * a quarter (an earlier run's head: so that they coalesce), is rewritten:
+ * its live
  * objects are copied to the head of the log, the log is synced, and the
  * segment is added to the dropped set and unlinked (cow_store_relocate,
  * cow_store_drop_segments).  Metadata records are not copied: the limit is
