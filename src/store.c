@@ -38,6 +38,8 @@ struct cow_store {
 	size_t cap, used;
 	struct cow_store_stats st;
 	bool marking;    /* a mark pass is under way: puts mark what they store or find */
+	uint32_t *seg_objects; /* indexed objects per segment number: a segment
+				* is dropped only when none is left */
 };
 
 static bool damaged(const struct index_entry *e) { return e->flags & COW_MARK_DAMAGED; }
@@ -86,6 +88,8 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	struct index_entry *e = s->cap ? index_find(s, h) : NULL;
 	if (e) {
 		if (damaged(e) && !bad) {
+			s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
+			s->seg_objects[COW_LOG_POS_SEG(pos)]++;
 			e->pos = pos;
 			s->st.object_bytes += (int64_t)len - e->len;
 			e->len = len;
@@ -105,6 +109,7 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	s->slots[i] = (struct index_entry){ .key = *h, .pos = pos, .len = len,
 					    .flags = (bad ? COW_MARK_DAMAGED : 0) | mark };
 	s->used++;
+	s->seg_objects[COW_LOG_POS_SEG(pos)]++;
 	s->st.objects++;
 	s->st.object_bytes += len;
 	return 0;
@@ -117,6 +122,7 @@ static void index_remove(struct cow_store *s, struct index_entry *e)
 	s->st.objects--;
 	s->st.object_bytes -= e->len;
 	s->used--;
+	s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
 	for (size_t j = (i + 1) & mask; s->slots[j].pos; j = (j + 1) & mask) {
 		size_t home = slot_of(&s->slots[j].key, s->cap);
 		/* slot j may fill the hole at i unless its home lies in (i, j] */
@@ -274,6 +280,10 @@ int cow_store_open(const char *path, struct cow_store **ret)
 	r = s->path ? take_lock(path, &s->lock_fd) : -ENOMEM;
 	if (r < 0)
 		goto fail;
+	if (!(s->seg_objects = calloc(COW_LOG_MAX_SEGMENTS, sizeof *s->seg_objects))) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = index_grow(s);
 	if (r < 0)
 		goto fail;
@@ -297,6 +307,7 @@ void cow_store_close(struct cow_store *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s->slots);
+	free(s->seg_objects);
 	free(s->path);
 	free(s);
 }
@@ -692,8 +703,11 @@ static int reloc_flush(struct reloc *rl)
 			if (!it->live)
 				continue;
 			struct index_entry *e = index_find(s, (const cow_hash *)(rl->buf + it->off));
-			if (e && e->pos == it->pos)
+			if (e && e->pos == it->pos) {
+				s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
+				s->seg_objects[COW_LOG_POS_SEG(pos[k])]++;
 				e->pos = pos[k];
+			}
 			rl->acc->moved_objects++;
 			rl->acc->moved_bytes += it->len - COW_HASH_SIZE;
 			k++;
@@ -780,16 +794,12 @@ int cow_store_drop_segments(struct cow_store *s, const uint32_t *segs, size_t n)
 	/* Never drop what the index still points into. */
 	pthread_rwlock_rdlock(&s->index_lock);
 	int r = 0;
-	for (size_t i = 0; r == 0 && i < s->cap; i++) {
-		if (!s->slots[i].pos)
-			continue;
-		for (size_t k = 0; k < n; k++)
-			if (COW_LOG_POS_SEG(s->slots[i].pos) == segs[k]) {
-				cow_err("GC: segment %u still holds an indexed object; not dropped", segs[k]);
-				r = -EBUSY;
-				break;
-			}
-	}
+	for (size_t k = 0; k < n && r == 0; k++)
+		if (segs[k] >= COW_LOG_MAX_SEGMENTS || s->seg_objects[segs[k]]) {
+			cow_err("gc: segment %u still holds %u indexed objects; not dropped", segs[k],
+				segs[k] < COW_LOG_MAX_SEGMENTS ? s->seg_objects[segs[k]] : 0);
+			r = -EBUSY;
+		}
 	pthread_rwlock_unlock(&s->index_lock);
 	/* The copies are durable before the originals go. */
 	if (r == 0)

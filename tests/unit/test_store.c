@@ -305,6 +305,9 @@ START_TEST(test_mark_relocate_drop)
 	ck_assert_uint_eq(t.live, 27);
 	ck_assert_uint_eq(t.seg1, N);
 
+	/* not before its objects are moved */
+	uint32_t one = 1;
+	ck_assert_int_eq(cow_store_drop_segments(s, &one, 1), -EBUSY);
 	struct reader_arg ra = { .s = s, .h = h[5] };
 	pthread_t th;
 	pthread_create(&th, NULL, reader, &ra);
