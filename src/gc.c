@@ -89,6 +89,13 @@ static void tally(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_
 		g->own[owner] += len;
 }
 
+static void tally_restart(void *ctx)
+{
+	struct cow_gc *g = ctx;
+	memset(g->seg_live, 0, COW_LOG_MAX_SEGMENTS * sizeof *g->seg_live);
+	memset(g->own, 0, (g->nroots + 1) * sizeof *g->own);
+}
+
 int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n)
 {
 	if (n > COW_MARK_ROOT_MAX)
@@ -118,7 +125,7 @@ int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n)
 		return -ENOMEM;
 	g->roots = roots;
 	g->nroots = n;
-	if ((r = cow_store_tally(g->s, tally, g)) < 0)
+	if ((r = cow_store_tally(g->s, tally, tally_restart, g)) < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		roots[i].own_bytes = g->own[i + 1];

@@ -37,7 +37,8 @@ struct cow_store {
 	struct index_entry *slots;
 	size_t cap, used;
 	struct cow_store_stats st;
-	bool marking;    /* a mark pass is under way: puts mark what they store or find */
+	bool pass;       /* a mark pass is under way (cow_store_mark_begin..end) */
+	bool marking;    /* and its marks are cleared: puts mark what they store or find */
 	uint32_t *seg_objects; /* indexed objects per segment number: a segment
 				* is dropped only when none is left */
 };
@@ -565,13 +566,28 @@ void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret)
 
 /* ---- mark passes and GC ------------------------------------------------ */
 
+/* Whole-index loops let puts and reads in every this many entries. */
+#define INDEX_CHUNK 65536
+
 int cow_store_mark_begin(struct cow_store *s)
 {
 	pthread_rwlock_wrlock(&s->index_lock);
-	int r = s->marking ? -EBUSY : 0;
+	int r = s->pass ? -EBUSY : 0;
 	if (r == 0) {
-		for (size_t i = 0; i < s->cap; i++)
-			s->slots[i].flags &= COW_MARK_DAMAGED;
+		/* Nothing marks until s->marking: the marks can be cleared a chunk
+		 * at a time; a grow in between moves entries, so it starts over. */
+		s->pass = true;
+		size_t cap = s->cap;
+		for (size_t i = 0; i < s->cap;) {
+			if (s->cap != cap) {
+				cap = s->cap;
+				i = 0;
+			}
+			for (size_t end = COW_MIN(i + INDEX_CHUNK, s->cap); i < end; i++)
+				s->slots[i].flags &= COW_MARK_DAMAGED;
+			pthread_rwlock_unlock(&s->index_lock);
+			pthread_rwlock_wrlock(&s->index_lock);
+		}
 		s->marking = true;
 	}
 	pthread_rwlock_unlock(&s->index_lock);
@@ -581,7 +597,7 @@ int cow_store_mark_begin(struct cow_store *s)
 void cow_store_mark_end(struct cow_store *s)
 {
 	pthread_rwlock_wrlock(&s->index_lock);
-	s->marking = false;
+	s->marking = s->pass = false;
 	pthread_rwlock_unlock(&s->index_lock);
 }
 
@@ -621,14 +637,30 @@ int cow_store_mark_bad(struct cow_store *s, const cow_hash *h)
 	return e ? 0 : -ENOENT;
 }
 
-int cow_store_tally(struct cow_store *s, cow_store_tally_fn fn, void *ctx)
+int cow_store_tally(struct cow_store *s, cow_store_tally_fn fn, void (*restart)(void *ctx), void *ctx)
 {
 	pthread_rwlock_rdlock(&s->index_lock);
 	int r = s->marking ? 0 : -EINVAL;
-	for (size_t i = 0; r == 0 && i < s->cap; i++) {
-		const struct index_entry *e = &s->slots[i];
-		if (e->pos)
-			fn(ctx, e->pos, e->len, e->flags & ((1u << OWNER_SHIFT) - 1), e->flags >> OWNER_SHIFT);
+	size_t cap = s->cap;
+	if (r == 0)
+		restart(ctx);
+	/* A chunk at a time, so that puts are not held up for the whole index.
+	 * An entry put meanwhile may be missed: it is at the head, which GC
+	 * does not sweep, and marked by its put only.  A grow moves entries:
+	 * start over. */
+	for (size_t i = 0; r == 0 && i < s->cap;) {
+		if (s->cap != cap) {
+			cap = s->cap;
+			i = 0;
+			restart(ctx);
+		}
+		for (size_t end = COW_MIN(i + INDEX_CHUNK, s->cap); i < end; i++) {
+			const struct index_entry *e = &s->slots[i];
+			if (e->pos)
+				fn(ctx, e->pos, e->len, e->flags & ((1u << OWNER_SHIFT) - 1), e->flags >> OWNER_SHIFT);
+		}
+		pthread_rwlock_unlock(&s->index_lock);
+		pthread_rwlock_rdlock(&s->index_lock);
 	}
 	pthread_rwlock_unlock(&s->index_lock);
 	return r;

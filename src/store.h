@@ -116,10 +116,12 @@ void cow_store_mark_end(struct cow_store *s);
 int cow_store_mark(struct cow_store *s, const cow_hash *h, size_t n, uint32_t root, bool shared,
 		   struct cow_mark *ret);
 int cow_store_mark_bad(struct cow_store *s, const cow_hash *h);
-/* Call FN for every indexed object, under the index lock (FN must not call
- * into the store). */
+/* Call FN for every indexed object, under the index lock a chunk at a
+ * time (FN must not call into the store).  RESTART is called first, and
+ * again if the index grew meanwhile: then the tally starts over.  Objects
+ * put during the tally may be missed. */
 typedef void (*cow_store_tally_fn)(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_t owner);
-int cow_store_tally(struct cow_store *s, cow_store_tally_fn fn, void *ctx);
+int cow_store_tally(struct cow_store *s, cow_store_tally_fn fn, void (*restart)(void *ctx), void *ctx);
 
 int cow_store_roll(struct cow_store *s);
 int cow_store_segments(struct cow_store *s, struct cow_log_segment **ret, size_t *ret_n);
