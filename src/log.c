@@ -701,9 +701,9 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	unlink(tmp);
 	snprintf(tmp, sizeof tmp, "%s/" DROP_TMP, dir);
 	unlink(tmp);
-	if ((r = -pthread_create(&log->prep_thread, NULL, preparer, log)) < 0)
-		goto fail;
-	log->prep_running = true;
+	/* The preparer thread starts when first wanted, not here: the daemon
+	 * opens the store before it forks into the background, and a thread
+	 * does not survive a fork (nor, if it held it, does the lock). */
 	*ret = log;
 	return 0;
 fail:
@@ -841,7 +841,9 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 	*ret_done = i;
 	if (log->cur_off > COW_LOG_SEGMENT_MAX / 2 && log->prep_fd < 0 && !log->prep_busy && !log->prep_wanted &&
 	    (log->stats.syncs - log->seg_syncs_start) >= (uint64_t)PREP_MIN_SYNCS_PER_MIB * (log->cur_off >> 20)) {
-		log->prep_wanted = true;
+		if (!log->prep_running && pthread_create(&log->prep_thread, NULL, preparer, log) == 0)
+			log->prep_running = true;
+		log->prep_wanted = log->prep_running; /* without it, a roll makes a sparse segment */
 		pthread_cond_broadcast(&log->prep_cond);
 	}
 	pthread_mutex_unlock(&log->lock);
