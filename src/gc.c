@@ -77,6 +77,12 @@ static int walk_progress(void *ctx, uint64_t objects, uint64_t bytes)
 	return g->o.progress ? g->o.progress(g->o.ctx, &p) : 0;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static uint64_t rec_bytes(uint32_t len) { return (COW_LOG_REC_HDR + COW_HASH_SIZE + (uint64_t)len + 7) & ~7ull; }
 
 static void tally(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_t owner)
@@ -149,6 +155,19 @@ int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n)
 	return 0;
 }
 
+struct cand {
+	uint32_t seg;
+	uint64_t live, size;
+};
+
+static int by_live_share(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	/* x->live / x->size < y->live / y->size, without division */
+	unsigned __int128 l = (unsigned __int128)x->live * y->size, r = (unsigned __int128)y->live * x->size;
+	return l < r ? -1 : l > r;
+}
+
 int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 {
 	if (!g->marked || g->o.mark_only)
@@ -161,11 +180,15 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 	/* Not the head, nor anything a live branch may still replay. */
 	uint32_t stop = COW_MIN(COW_LOG_POS_SEG(limit), v[n - 1].seg);
 	uint32_t *todo = malloc(n * sizeof *todo);
-	size_t ntodo = 0;
-	if (!todo) {
+	struct cand *kept = malloc(n * sizeof *kept);
+	size_t ntodo = 0, nkept = 0;
+	if (!todo || !kept) {
 		free(v);
+		free(todo);
+		free(kept);
 		return -ENOMEM;
 	}
+	uint64_t garbage = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].seg >= stop)
 			break;
@@ -174,10 +197,24 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 		/* A segment filled less than a quarter is what an earlier run
 		 * left at the head when it rolled: its live data join the head,
 		 * so that such segments do not pile up. */
-		if (live == 0 || live * 100 < size * g->o.threshold || v[i].used < COW_LOG_SEGMENT_MAX / 4)
+		if (live == 0 || live * 100 < size * g->o.threshold || v[i].used < COW_LOG_SEGMENT_MAX / 4) {
 			todo[ntodo++] = v[i].seg;
+		} else {
+			kept[nkept++] = (struct cand){ v[i].seg, live, size };
+			garbage += size > live ? size - live : 0;
+		}
 	}
 	free(v);
+	/* Then the sparsest of the others, until the garbage left is at most
+	 * COW_GC_SLACK_PCT % of the live data: a deleted branch's data that
+	 * share segments with live data are reclaimed too. */
+	qsort(kept, nkept, sizeof *kept, by_live_share);
+	for (size_t i = 0; i < nkept && garbage * 100 > g->st.live_bytes * COW_GC_SLACK_PCT; i++) {
+		todo[ntodo++] = kept[i].seg;
+		garbage -= kept[i].size > kept[i].live ? kept[i].size - kept[i].live : 0;
+	}
+	free(kept);
+	qsort(todo, ntodo, sizeof *todo, cmp_u32);
 	struct cow_store_sweep acc = { 0 };
 	for (size_t i = 0; i < ntodo && r == 0; i++) {
 		if (g->o.progress) {

@@ -9,8 +9,11 @@
  *
  * Sweep: every segment below the sweep limit whose live records take less
  * than the threshold share of its size on disk, or that is filled less than
- * a quarter (an earlier run's head: so that they coalesce), is rewritten:
- * its live
+ * a quarter (an earlier run's head: so that they coalesce), is rewritten;
+ * then more of the others, sparsest first, until the garbage left in them is
+ * at most COW_GC_SLACK_PCT % of the live data (so that a deleted branch's
+ * data are reclaimed also where they share segments with live data).  To
+ * rewrite a segment: its live
  * objects are copied to the head of the log, the log is synced, and the
  * segment is added to the dropped set and unlinked (cow_store_relocate,
  * cow_store_drop_segments).  Metadata records are not copied: the limit is
@@ -45,6 +48,7 @@ struct cow_store;
 struct cow_gc;
 
 #define COW_GC_THRESHOLD_DEFAULT 50
+#define COW_GC_SLACK_PCT 5
 
 struct cow_gc_progress {
 	const char *phase;       /* "mark" or "sweep" */

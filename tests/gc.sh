@@ -119,6 +119,7 @@ br delete rw >/dev/null || fail "delete rw"
 out=$("$C" gc --store "$store") || fail "cowfs gc: $out"
 echo "    $out"
 s2=$(seg_bytes)
+[ "$s2" -le $((s0 + s0 / 20)) ] || { ls -ls "$store/segments"; "$C" df --store "$store"; }
 [ "$s2" -le $((s0 + s0 / 20)) ] ||
 	fail "after deleting rw and gc the segment files take $(mib "$s2"), more than 5 % over $(mib "$s0") before the branch"
 pass "segment files: $(mib "$s0") before the branch, $(mib "$s1") after its table rewrites, $(mib "$s2") after delete and gc"
