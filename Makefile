@@ -33,7 +33,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref postmaster diff schemadiff pg fs pgd control notify git envfile subcmd
+CORE := crc32c hash io util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify git envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs
@@ -50,7 +50,7 @@ $(B)/libcowfs.a: $(CORE_OBJS)
 $(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o
+CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/cli_store.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o
 $(B)/cowfs: $(CLI_OBJS) $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -77,6 +77,7 @@ bench: all
 	bash bench/run.sh
 	bash bench/branch.sh
 	bash bench/ondemand.sh
+	bash bench/gc.sh
 
 # Units and the environment file name the installed paths.
 UNITS   := $(wildcard systemd/*.service systemd/*.timer)

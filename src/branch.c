@@ -441,16 +441,12 @@ int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint
 		r = cow_store_get_alloc(s, root, &buf, &len);
 		if (r < 0)
 			goto fail;
-		const uint8_t *p = buf;
-		if (len != ROOT_SIZE || cow_get_le32(p) != ROOT_MAGIC || cow_get_le32(p + 4) != ROOT_VERSION) {
-			free(buf);
+		r = cow_branch_root_decode(buf, len, &b->next_ino, &itable_root);
+		free(buf);
+		if (r < 0) {
 			cow_err("branch %llu: root object is malformed", (unsigned long long)id);
-			r = -EIO;
 			goto fail;
 		}
-		b->next_ino = cow_get_le64(p + 8);
-		memcpy(itable_root.b, p + 16, COW_HASH_SIZE);
-		free(buf);
 	}
 	r = cow_tree_open(s, &itable_root, COW_IREC_SIZE, &b->itable);
 	if (r < 0)
@@ -474,6 +470,16 @@ int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint
 fail:
 	cow_branch_free(b);
 	return r;
+}
+
+int cow_branch_root_decode(const void *buf, size_t len, uint64_t *ret_next_ino, cow_hash *ret_itable)
+{
+	const uint8_t *p = buf;
+	if (len != ROOT_SIZE || cow_get_le32(p) != ROOT_MAGIC || cow_get_le32(p + 4) != ROOT_VERSION)
+		return -EIO;
+	*ret_next_ino = cow_get_le64(p + 8);
+	memcpy(ret_itable->b, p + 16, COW_HASH_SIZE);
+	return 0;
 }
 
 int cow_branch_init_root(struct cow_branch *b, uint32_t mode, uint32_t uid, uint32_t gid)

@@ -57,6 +57,10 @@ enum {
 
 int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint64_t log_pos,
 		    struct cow_branch **ret);
+/* Decode a branch root object (for walkers, walk.h): the next inode number
+ * and the root of the inode table, whose values are COW_IREC_SIZE bytes.
+ * -EIO if malformed. */
+int cow_branch_root_decode(const void *buf, size_t len, uint64_t *ret_next_ino, cow_hash *ret_itable);
 /* Make the root directory of a new, empty branch. */
 int cow_branch_init_root(struct cow_branch *b, uint32_t mode, uint32_t uid, uint32_t gid);
 void cow_branch_free(struct cow_branch *b);

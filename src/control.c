@@ -19,6 +19,7 @@
 
 #include "diff.h"
 #include "fs.h"
+#include "log.h"
 #include "pgd.h"
 #include "postmaster.h"
 #include "ref.h"
@@ -38,7 +39,16 @@ struct cow_control {
 	pthread_t thread;
 	char path[4096];
 	struct cow_pgd *pgd; /* Postgres on branches; set once, read with __atomic */
+	/* gc, fsck and df run as jobs (see "Jobs" below) */
+	bool inline_jobs;          /* run them in the serving thread (cow_control_serve_fd) */
+	bool conn_taken;           /* the request handed the connection to a job */
+	pthread_mutex_t job_lock;
+	bool job_started, job_running; /* protected by job_lock */
+	pthread_t job_thread;
+	int cancel;                /* set (atomically) to stop a job */
 };
+
+static json_t *handle_job(struct cow_control *c, const char *cmd, json_t *req, int fd);
 
 void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd)
 {
@@ -551,6 +561,8 @@ static json_t *handle(struct cow_control *c, json_t *j, uid_t uid, int fd)
 	const char *cmd = str_field(j, "cmd");
 	if (!cmd)
 		return error("a request is a JSON object with a string \"cmd\"");
+	if (strcmp(cmd, "gc") == 0 || strcmp(cmd, "fsck") == 0 || strcmp(cmd, "df") == 0)
+		return handle_job(c, cmd, j, fd);
 	if (strncmp(cmd, "pg.", 3) == 0)
 		return pgd_of(c) ? cow_pgd_handle(pgd_of(c), cmd, j, uid) : error("the daemon runs without its Postgres helper");
 	struct req q = { c, j, uid, fd, false };
@@ -597,7 +609,7 @@ static void serve(struct cow_control *c, int fd)
 			json_decref(req);
 			bool ok = !reply || send_reply(fd, reply, 0);
 			json_decref(reply);
-			if (!ok)
+			if (!ok || c->conn_taken)
 				goto out;
 			size_t rest = used - (nl + 1 - buf);
 			memmove(buf, nl + 1, rest);
@@ -611,6 +623,7 @@ static void serve(struct cow_control *c, int fd)
 		}
 	}
 out:
+	c->conn_taken = false;
 	free(buf);
 }
 
@@ -643,6 +656,7 @@ int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx
 	c->notify = notify;
 	c->ctx = ctx;
 	c->stop_pipe[0] = c->stop_pipe[1] = c->listen_fd = -1;
+	pthread_mutex_init(&c->job_lock, NULL);
 	snprintf(c->path, sizeof c->path, "%s/control.sock", cow_fs_path(fs));
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int r;
@@ -685,9 +699,240 @@ void cow_control_stop(struct cow_control *c)
 	if (write(c->stop_pipe[1], "x", 1) < 0)
 		cow_warn("cannot stop the control thread: %s", strerror(errno));
 	pthread_join(c->thread, NULL);
+	/* a job still running stops at its next progress point */
+	__atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&c->job_lock);
+	bool started = c->job_started;
+	c->job_started = false;
+	pthread_mutex_unlock(&c->job_lock);
+	if (started)
+		pthread_join(c->job_thread, NULL);
 	close(c->listen_fd);
 	unlink(c->path);
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
 	free(c);
+}
+
+/* ---- Jobs: gc, fsck, df ---------------------------------------------------
+ * They walk the whole store and may take minutes, so each runs in a thread
+ * of its own, one at a time, and the control thread goes on serving branch
+ * commands.  The job takes the connection: it streams {"progress":{...}}
+ * lines (at most four a second), then the final reply, and closes it.  A
+ * client that goes away stops the job at its next progress point, as does
+ * cow_control_stop. */
+
+struct job {
+	struct cow_control *c;
+	int fd;
+	char cmd[8];
+	json_t *req;
+	struct timespec last;
+	bool gone;               /* the client stopped reading */
+	json_t *problems;        /* fsck */
+	size_t nproblems;
+};
+
+#define JOB_MAX_PROBLEMS 1000
+
+static bool job_stop(struct job *j)
+{
+	return j->gone || __atomic_load_n(&j->c->cancel, __ATOMIC_RELAXED);
+}
+
+/* Send a progress line if the last is a quarter of a second old. */
+static int job_progress(struct job *j, json_t *p)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double dt = (double)(now.tv_sec - j->last.tv_sec) + (now.tv_nsec - j->last.tv_nsec) / 1e9;
+	if (dt >= 0.25 && !j->gone) {
+		j->last = now;
+		json_t *line = json_pack("{s:o}", "progress", p);
+		j->gone = !send_reply(j->fd, line, 0);
+		json_decref(line);
+	} else {
+		json_decref(p);
+	}
+	return job_stop(j);
+}
+
+static int gc_progress(void *ctx, const struct cow_gc_progress *p)
+{
+	return job_progress(ctx, json_pack("{s:s, s:I, s:I, s:I}", "phase", p->phase, "done", (json_int_t)p->done,
+					   "total", (json_int_t)p->total, "bytes", (json_int_t)p->bytes));
+}
+
+static int fsck_progress(void *ctx, uint64_t objects, uint64_t bytes)
+{
+	struct job *j = ctx;
+	return job_progress(j, json_pack("{s:s, s:I, s:I, s:I}", "phase", "check", "done", (json_int_t)objects,
+					 "bytes", (json_int_t)bytes, "problems", (json_int_t)j->nproblems));
+}
+
+static void fsck_problem(void *ctx, const struct cow_fsck_problem *p)
+{
+	struct job *j = ctx;
+	if (j->nproblems++ >= JOB_MAX_PROBLEMS)
+		return;
+	char hex[65], line[4600];
+	cow_hash_to_hex(&p->hash, hex);
+	json_array_append_new(j->problems,
+		json_pack("{s:s, s:s, s:o, s:I, s:o, s:s, s:s, s:I, s:I, s:s, s:s}", "kind", p->kind, "ref", p->name,
+			  "path", p->path ? json_string(p->path) : json_null(), "ino", (json_int_t)p->ino,
+			  "block", p->block >= 0 ? json_integer(p->block) : json_null(), "object", p->object,
+			  "hash", hex, "segment", (json_int_t)COW_LOG_POS_SEG(p->pos), "offset",
+			  (json_int_t)COW_LOG_POS_OFF(p->pos), "problem", p->problem,
+			  "message", cow_fsck_describe(p, line, sizeof line)));
+}
+
+static json_t *job_error(const char *cmd, int r)
+{
+	if (r == -EBUSY)
+		return error("a gc, fsck or df is already running on this store; try again when it is done");
+	if (r == -ECANCELED)
+		return error("%s stopped before the end", cmd);
+	if (r == -EIO)
+		return error("%s could not follow every tree of the store (the daemon's log says which object): "
+			     "nothing was removed; run cowfs fsck", cmd);
+	return error("%s failed: %s", cmd, strerror(-r));
+}
+
+static json_t *run_gc(struct job *j)
+{
+	json_t *t = json_object_get(j->req, "threshold");
+	if (t && (!json_is_integer(t) || json_integer_value(t) < 1 || json_integer_value(t) > 100))
+		return error("\"threshold\" is a percentage from 1 to 100");
+	struct cow_gc_opts o = { .threshold = t ? (unsigned)json_integer_value(t) : 0, .progress = gc_progress,
+				 .ctx = j };
+	struct cow_gc_stats st;
+	int r = cow_fs_gc(j->c->fs, &o, &st);
+	if (r < 0)
+		return job_error("gc", r);
+	return json_pack("{s:b, s:f, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ok", 1,
+			 "seconds", st.seconds, "segments_before", (int)st.segments_before, "segments_after",
+			 (int)st.segments_after, "segments_rewritten", (int)st.segments_rewritten,
+			 "segments_kept_damaged", (int)st.segments_kept_damaged, "disk_bytes_before",
+			 (json_int_t)st.disk_before, "disk_bytes_after", (json_int_t)st.disk_after, "live_bytes",
+			 (json_int_t)st.live_bytes, "moved_bytes", (json_int_t)st.moved_bytes, "moved_objects",
+			 (json_int_t)st.moved_objects, "dropped_objects", (json_int_t)st.dropped_objects,
+			 "dropped_bytes", (json_int_t)st.dropped_bytes, "missing_blocks", (json_int_t)st.missing,
+			 "damaged_blocks", (json_int_t)st.damaged);
+}
+
+static json_t *run_fsck(struct job *j)
+{
+	j->problems = json_array();
+	struct cow_fsck_opts o = { .problem = fsck_problem, .progress = fsck_progress, .ctx = j };
+	struct cow_fsck_stats st;
+	int r = cow_fs_fsck(j->c->fs, &o, &st);
+	json_t *problems = j->problems;
+	j->problems = NULL;
+	if (r < 0) {
+		json_decref(problems);
+		return job_error("fsck", r);
+	}
+	return json_pack("{s:b, s:b, s:I, s:o, s:i, s:I, s:I, s:f}", "ok", 1, "clean", st.problems == 0,
+			 "problem_count", (json_int_t)st.problems, "problems", problems, "refs", (int)st.roots,
+			 "objects", (json_int_t)st.objects, "bytes", (json_int_t)st.bytes, "seconds", st.seconds);
+}
+
+static json_t *run_df(struct job *j)
+{
+	struct cow_fs_usage u;
+	int r = cow_fs_usage(j->c->fs, &u);
+	if (r < 0)
+		return job_error("df", r);
+	json_t *refs = json_array();
+	for (size_t i = 0; i < u.nrefs; i++)
+		json_array_append_new(refs, json_pack("{s:s, s:s, s:I, s:I, s:I}", "kind",
+						      cow_fs_kind_name(u.refs[i].kind), "name", u.refs[i].name,
+						      "logical_bytes", (json_int_t)u.refs[i].logical_bytes,
+						      "own_bytes", (json_int_t)u.refs[i].own_bytes, "shared_bytes",
+						      (json_int_t)u.refs[i].shared_bytes));
+	json_t *reply = json_pack("{s:b, s:o, s:{s:i, s:I, s:I, s:I, s:I}}", "ok", 1, "refs", refs, "store",
+				  "segments", (int)u.segments, "disk_bytes", (json_int_t)u.disk_bytes, "log_bytes",
+				  (json_int_t)u.log_bytes, "live_bytes", (json_int_t)u.live_bytes,
+				  "reclaimable_bytes", (json_int_t)u.reclaimable_bytes);
+	cow_fs_usage_free(&u);
+	return reply;
+}
+
+static void job_run(struct job *j)
+{
+	json_t *reply = strcmp(j->cmd, "gc") == 0     ? run_gc(j)
+			: strcmp(j->cmd, "fsck") == 0 ? run_fsck(j)
+						      : run_df(j);
+	if (!j->gone)
+		send_reply(j->fd, reply, 0);
+	json_decref(reply);
+}
+
+static void *job_thread(void *arg)
+{
+	struct job *j = arg;
+	job_run(j);
+	struct cow_control *c = j->c;
+	close(j->fd);
+	json_decref(j->req);
+	free(j);
+	pthread_mutex_lock(&c->job_lock);
+	c->job_running = false;
+	pthread_mutex_unlock(&c->job_lock);
+	return NULL;
+}
+
+static json_t *handle_job(struct cow_control *c, const char *cmd, json_t *req, int fd)
+{
+	struct job *j = calloc(1, sizeof *j);
+	if (!j)
+		return error("%s", strerror(ENOMEM));
+	j->c = c;
+	snprintf(j->cmd, sizeof j->cmd, "%s", cmd);
+	clock_gettime(CLOCK_MONOTONIC, &j->last);
+	j->last.tv_sec -= 1; /* the first progress line goes out at once */
+	if (c->inline_jobs) {
+		j->fd = fd;
+		j->req = req;
+		job_run(j);
+		free(j);
+		return NULL;
+	}
+	pthread_mutex_lock(&c->job_lock);
+	json_t *refused = NULL;
+	if (c->job_running) {
+		refused = error("a gc, fsck or df is already running on this store; try again when it is done");
+	} else {
+		if (c->job_started)
+			pthread_join(c->job_thread, NULL); /* it has finished */
+		c->job_started = false;
+		j->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		j->req = json_incref(req);
+		int e = j->fd < 0 ? errno : pthread_create(&c->job_thread, NULL, job_thread, j);
+		if (e) {
+			refused = error("cannot start %s: %s", cmd, strerror(e));
+			if (j->fd >= 0)
+				close(j->fd);
+			json_decref(j->req);
+		} else {
+			c->job_started = c->job_running = true;
+			c->conn_taken = true;
+			j = NULL;
+		}
+	}
+	pthread_mutex_unlock(&c->job_lock);
+	free(j);
+	return refused;
+}
+
+int cow_control_serve_fd(struct cow_fs *fs, int fd)
+{
+	struct cow_control c = { .fs = fs, .inline_jobs = true, .listen_fd = -1, .stop_pipe = { -1, -1 } };
+	if (pipe2(c.stop_pipe, O_CLOEXEC) < 0)
+		return -errno;
+	pthread_mutex_init(&c.job_lock, NULL);
+	serve(&c, fd);
+	close(c.stop_pipe[0]);
+	close(c.stop_pipe[1]);
+	return 0;
 }

@@ -6,6 +6,11 @@
  *   {"cmd":"branch.list"}                      -> {"ok":true,"branches":[...]}
  *   ... one handler per command (branch.*, snapshot.*, reap), all in cowfs(5)
  *   {"cmd":"pg.*", ...}                        -> pgd.h
+ *   {"cmd":"df"}                               -> {"ok":true,"refs":[...],"store":{...}}
+ *   {"cmd":"gc","threshold":PCT}               -> {"progress":{...}} lines, then
+ *                                                 {"ok":true, ...figures}
+ *   {"cmd":"fsck"}                             -> {"progress":{...}} lines, then
+ *                                                 {"ok":true,"clean":B,"problems":[...],...}
  *   anything else                              -> {"ok":false,"error":"..."}
  *
  * Bad input (not JSON, not an object, unknown command, missing or mistyped
@@ -15,6 +20,12 @@
  * NOTIFY is called after a branch or snapshot appears, disappears or is
  * repointed, with its name, so that the FUSE layer can drop the kernel's
  * cached entry.
+ *
+ * gc, fsck and df walk the whole store: each runs in a thread of its own,
+ * one at a time, taking the connection (it ends after the final reply), so
+ * that branch commands are served meanwhile.  cow_control_serve_fd serves
+ * one connection in the calling thread, jobs included: the CLI's offline
+ * mode on a store it opened itself, with the same replies.
  */
 #ifndef COW_CONTROL_H
 #define COW_CONTROL_H
@@ -30,4 +41,6 @@ int cow_control_start(struct cow_fs *fs, cow_control_notify_fn notify, void *ctx
 struct cow_pgd;
 void cow_control_set_pgd(struct cow_control *c, struct cow_pgd *pgd);
 void cow_control_stop(struct cow_control *c);
+/* Serve requests from FD (one end of a socketpair) until it is closed. */
+int cow_control_serve_fd(struct cow_fs *fs, int fd);
 #endif

@@ -5,6 +5,7 @@
  *   cowfs branch create|list|delete|undelete|reset|restore|set ...  (cli_branch.h)
  *   cowfs snapshot create|list|delete ...
  *   cowfs reap
+ *   cowfs df|gc|fsck [STORE] ...                                    (cli_store.h)
  *   cowfs pg ...                                                    (pgcli.h)
  *   cowfs git ...                                                   (gitcli.h)
  *   cowfs ci run ...                                                (cicli.h)
@@ -33,6 +34,7 @@
 #include "cicli.h"
 #include "cli_branch.h"
 #include "cli_diff.h"
+#include "cli_store.h"
 #include "fs.h"
 #include "gitcli.h"
 #include "pgcli.h"
@@ -61,7 +63,11 @@ static void usage(FILE *f)
 		"  snapshot create BRANCH NAME         a read-only snapshot, at MOUNT/.snapshots/NAME\n"
 		"  snapshot list | snapshot delete NAME\n"
 		"  reap                                delete expired branches, purge the trash now\n"
-		"      these take --store STORE or --mount MOUNTPOINT, and --json\n"
+		"  df [STORE]                          bytes per branch, snapshot and trash entry, and in all\n"
+		"  gc [STORE] [--threshold PCT]        reclaim the space of deleted branches and overwritten data\n"
+		"  fsck [STORE]                        check every block and tree; name the file of any bad one\n"
+		"      these take --store STORE or --mount MOUNTPOINT, and --json;\n"
+		"      df, gc and fsck open an unmounted store themselves\n"
 		"  pg start|stop|restart|status|env|psql|ondemand|initdb BRANCH ...\n"
 		"                                      Postgres on a branch; 'cowfs pg --help'\n"
 		"  git install|uninstall|sync|list|prune a database branch per git branch; 'cowfs git --help'\n"
@@ -188,6 +194,8 @@ int main(int argc, char **argv)
 		return cmd_snapshot(argc - 1, argv + 1);
 	if (strcmp(cmd, "reap") == 0)
 		return cmd_reap(argc - 1, argv + 1);
+	if (strcmp(cmd, "df") == 0 || strcmp(cmd, "gc") == 0 || strcmp(cmd, "fsck") == 0)
+		return cmd_store_job(argc - 1, argv + 1);
 	if (strcmp(cmd, "git") == 0)
 		return gitcli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "diff") == 0)

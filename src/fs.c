@@ -1,5 +1,6 @@
 #include "fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -973,4 +974,235 @@ int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *r
 out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
+}
+
+/* ---- roots: storage accounting, GC, fsck -------------------------------- */
+
+const char *cow_fs_kind_name(enum cow_ref_kind kind)
+{
+	return kind == COW_REF_SNAPSHOT ? "snapshot" : kind == COW_REF_TRASH ? "trash" : "branch";
+}
+
+struct fs_root {
+	enum cow_ref_kind kind;
+	char name[COW_NAME_LEN + 1];
+	cow_hash root;
+};
+
+static int root_add(struct fs_root **v, size_t *n, size_t *cap, enum cow_ref_kind kind, const char *name,
+		    const cow_hash *root)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		struct fs_root *nv = realloc(*v, c * sizeof *nv);
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = c;
+	}
+	struct fs_root *e = &(*v)[(*n)++];
+	e->kind = kind;
+	snprintf(e->name, sizeof e->name, "%s", name);
+	e->root = *root;
+	return 0;
+}
+
+/* A directory under refs/ that is none of the kinds this cowfs knows may
+ * hold roots: GC must not run without them. */
+static int check_ref_kinds(const char *store)
+{
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/refs", store);
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	int r = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && r == 0) {
+		if (de->d_name[0] == '.')
+			continue;
+		bool known = false;
+		for (int k = 0; k < COW_REF_KINDS; k++)
+			known |= strcmp(de->d_name, cow_ref_kind_dir((enum cow_ref_kind)k)) == 0;
+		if (!known) {
+			cow_err("%s/%s: refs of a kind this cowfs does not know; no garbage is collected while "
+				"they may name data", dir, de->d_name);
+			r = -EPROTONOSUPPORT;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* Every root of the store: the live branches, checkpointed now, then every
+ * ref file of every kind.  A clean branch is checkpointed too: its slot's
+ * ref may be older than its state (a branch create checkpoints the parent
+ * without writing the parent's ref), and GC needs its replay to start at
+ * the log's end.  *RET_LIMIT: the lowest replay position of a live branch.
+ * A ref that cannot be read fails the whole collection. */
+static int collect_roots(struct cow_fs *fs, struct fs_root **ret, size_t *ret_n, uint64_t *ret_limit)
+{
+	const char *store = cow_store_path(fs->store);
+	struct fs_root *v = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t limit = UINT64_MAX;
+	int r = check_ref_kinds(store);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->ckpt_lock);
+	unsigned nslots = cow_fs_slot_limit(fs);
+	for (unsigned i = 1; i < nslots && r == 0; i++) {
+		struct slot *sl = &fs->slots[i];
+		if (!sl->branch)
+			continue;
+		/* a snapshot is immutable and needs no log: its ref file is its root */
+		if (sl->kind == COW_REF_SNAPSHOT)
+			continue;
+		r = checkpoint_slot(fs, sl);
+		if (r == 0)
+			r = root_add(&v, &n, &cap, COW_REF_BRANCH, sl->ref.name, &sl->ref.root);
+		limit = COW_MIN(limit, sl->ref.log_pos);
+	}
+	size_t nlive = n;
+	for (int k = 0; k < COW_REF_KINDS && r == 0; k++) {
+		char **names = NULL;
+		size_t nn = 0;
+		if ((r = cow_ref_list(store, (enum cow_ref_kind)k, &names, &nn)) < 0)
+			break;
+		for (size_t i = 0; i < nn && r == 0; i++) {
+			bool live = false;
+			for (size_t j = 0; k == COW_REF_BRANCH && j < nlive && !live; j++)
+				live = strcmp(v[j].name, names[i]) == 0;
+			if (live)
+				continue;
+			struct cow_ref ref;
+			r = cow_ref_read(store, (enum cow_ref_kind)k, names[i], &ref);
+			if (r < 0)
+				cow_err("%s/refs/%s/%s.json: cannot be read (%s); nothing it names can be accounted for",
+					store, cow_ref_kind_dir((enum cow_ref_kind)k), names[i], strerror(-r));
+			else
+				r = root_add(&v, &n, &cap, (enum cow_ref_kind)k, ref.name, &ref.root);
+		}
+		cow_ref_names_free(names, nn);
+	}
+	pthread_mutex_unlock(&fs->ckpt_lock);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*ret = v;
+	*ret_n = n;
+	if (ret_limit)
+		*ret_limit = limit;
+	return 0;
+}
+
+static struct cow_gc_root *gc_roots(const struct fs_root *v, size_t n)
+{
+	struct cow_gc_root *g = calloc(n ? n : 1, sizeof *g);
+	for (size_t i = 0; g && i < n; i++)
+		g[i].root = v[i].root;
+	return g;
+}
+
+int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret)
+{
+	struct cow_gc_opts o = { .mark_only = true };
+	struct cow_gc *g;
+	struct fs_root *v = NULL;
+	struct cow_gc_root *gr = NULL;
+	size_t n = 0;
+	int r = cow_gc_begin(fs->store, &o, &g);
+	if (r < 0)
+		return r;
+	if ((r = collect_roots(fs, &v, &n, NULL)) == 0 && !(gr = gc_roots(v, n)))
+		r = -ENOMEM;
+	if (r == 0)
+		r = cow_gc_mark(g, gr, n);
+	struct cow_gc_stats st;
+	cow_gc_end(g, &st);
+	memset(ret, 0, sizeof *ret);
+	if (r == 0 && !(ret->refs = calloc(n ? n : 1, sizeof *ret->refs)))
+		r = -ENOMEM;
+	if (r == 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct cow_fs_ref_usage *u = &ret->refs[i];
+			u->kind = v[i].kind;
+			snprintf(u->name, sizeof u->name, "%s", v[i].name);
+			u->logical_bytes = gr[i].logical_bytes;
+			u->own_bytes = gr[i].own_bytes;
+			u->shared_bytes = gr[i].shared_bytes;
+		}
+		ret->nrefs = n;
+		ret->segments = st.segments_after;
+		ret->disk_bytes = st.disk_after;
+		ret->log_bytes = st.log_bytes;
+		ret->live_bytes = st.live_bytes;
+		ret->reclaimable_bytes = st.reclaimable_bytes;
+	}
+	free(v);
+	free(gr);
+	return r;
+}
+
+void cow_fs_usage_free(struct cow_fs_usage *u)
+{
+	if (u) {
+		free(u->refs);
+		u->refs = NULL;
+		u->nrefs = 0;
+	}
+}
+
+int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_stats *ret)
+{
+	struct cow_gc_opts o = *opts;
+	o.mark_only = false;
+	struct cow_gc *g;
+	struct fs_root *v = NULL;
+	struct cow_gc_root *gr = NULL;
+	size_t n = 0;
+	uint64_t limit = 0;
+	/* The pass begins before the checkpoints: whatever a branch names
+	 * after its checkpoint, it put (and so marked) after the pass began. */
+	int r = cow_gc_begin(fs->store, &o, &g);
+	if (r < 0)
+		return r;
+	if ((r = collect_roots(fs, &v, &n, &limit)) == 0 && !(gr = gc_roots(v, n)))
+		r = -ENOMEM;
+	if (r == 0)
+		r = cow_gc_mark(g, gr, n);
+	if (r == 0)
+		r = cow_gc_sweep(g, limit);
+	struct cow_gc_stats st;
+	cow_gc_end(g, &st);
+	if (r == 0 || r == -ECANCELED)
+		cow_info("gc%s: %u segments rewritten, %llu bytes moved, %llu bytes on disk before, %llu after, "
+			 "%.1f s", r ? " (stopped)" : "", st.segments_rewritten, (unsigned long long)st.moved_bytes,
+			 (unsigned long long)st.disk_before, (unsigned long long)st.disk_after, st.seconds);
+	if (ret)
+		*ret = st;
+	free(v);
+	free(gr);
+	return r;
+}
+
+int cow_fs_fsck(struct cow_fs *fs, const struct cow_fsck_opts *opts, struct cow_fsck_stats *ret)
+{
+	struct fs_root *v = NULL;
+	size_t n = 0;
+	int r = collect_roots(fs, &v, &n, NULL);
+	if (r < 0)
+		return r;
+	struct cow_fsck_root *fr = calloc(n ? n : 1, sizeof *fr);
+	if (!fr) {
+		free(v);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		fr[i] = (struct cow_fsck_root){ v[i].root, cow_fs_kind_name(v[i].kind), v[i].name };
+	r = cow_fsck_run(fs->store, fr, n, opts, ret);
+	free(fr);
+	free(v);
+	return r;
 }

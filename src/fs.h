@@ -13,6 +13,11 @@
  *
  * Branch slots are small integers stable for the life of the cow_fs (the
  * FUSE layer encodes them into node ids); slot 0 is never used.
+ *
+ * Storage accounting, GC and fsck (cow_fs_usage, cow_fs_gc, cow_fs_fsck)
+ * take their roots from every ref file under STORE/refs/ (branches,
+ * snapshots, trash) and every live branch, checkpointed first; they run
+ * while the branches serve, one at a time (-EBUSY).  See gc.h and fsck.h.
  */
 #ifndef COW_FS_H
 #define COW_FS_H
@@ -21,6 +26,10 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+
+#include "fsck.h"
+#include "gc.h"
+#include "ref.h"
 
 struct cow_fs;
 struct cow_branch;
@@ -124,4 +133,36 @@ int64_t cow_fs_grace(struct cow_fs *fs);
  * NAME's ref, after giving it a port if it had none (-EADDRINUSE: no port
  * free).  The on-demand members are set with cow_fs_branch_update. */
 int cow_fs_branch_pg_port(struct cow_fs *fs, const char *name, struct cow_ref *ret);
+
+/* Storage per ref and for the whole store (cowfs df).  Live branches are
+ * checkpointed first.  Bytes of objects (walk.h, gc.h):
+ *   logical: the objects below the ref counted file by file, as a copy of it
+ *            alone without dedup would store them (holes, zero blocks: 0);
+ *   own:     objects no other ref reaches: what deleting it, then GC, frees;
+ *   shared:  logical - own (held with other refs, or deduplicated within). */
+struct cow_fs_ref_usage {
+	enum cow_ref_kind kind;
+	char name[COW_NAME_LEN + 1];
+	uint64_t logical_bytes, own_bytes, shared_bytes;
+};
+struct cow_fs_usage {
+	struct cow_fs_ref_usage *refs;  /* live branches first, then the ref files by kind and name */
+	size_t nrefs;
+	uint32_t segments;
+	uint64_t disk_bytes;        /* segment files: bytes allocated on disk */
+	uint64_t log_bytes;         /* bytes of records in them */
+	uint64_t live_bytes;        /* records of objects a ref, or a write since, still needs */
+	uint64_t reclaimable_bytes; /* at most what GC could free: disk bytes of segments
+				     * below the head that are not live */
+};
+int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret);
+void cow_fs_usage_free(struct cow_fs_usage *u);
+/* Collect garbage online (gc.h): every live branch, even a clean one, is
+ * checkpointed so that its replay starts past the segments swept. */
+int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_stats *ret);
+/* Check every ref (fsck.h); problems go to OPTS->problem.  0 when the check
+ * ran, whatever it found. */
+int cow_fs_fsck(struct cow_fs *fs, const struct cow_fsck_opts *opts, struct cow_fsck_stats *ret);
+/* "branch", "snapshot" or "trash" */
+const char *cow_fs_kind_name(enum cow_ref_kind kind);
 #endif

@@ -37,9 +37,19 @@ struct cow_log {
 	int prep_fd;               /* >= 0: ready */
 	int prep_err;
 	uint64_t seg_syncs_start;  /* stats.syncs when cur_seg was started */
-	/* written once per segment before any position in it is handed out: */
+	uint32_t ends[COW_LOG_MAX_SEGMENTS]; /* end of each full segment (protected by lock) */
+	uint8_t dropped[COW_LOG_MAX_SEGMENTS / 8]; /* the dropped set (protected by lock) */
+	/* Written once per segment before any position in it is handed out, and
+	 * set to -1 when GC drops the segment, under seg_lock held for writing;
+	 * readers of a segment's file hold seg_lock for reading. */
+	pthread_rwlock_t seg_lock;
 	int fds[COW_LOG_MAX_SEGMENTS];
 };
+
+static bool is_dropped(const struct cow_log *log, uint32_t seg)
+{
+	return seg < COW_LOG_MAX_SEGMENTS && (log->dropped[seg / 8] >> (seg % 8) & 1);
+}
 
 static uint32_t pad8(uint32_t n) { return (n + 7) & ~7u; }
 
@@ -401,12 +411,133 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, uint6
 	return r;
 }
 
-static int list_segments(const char *dir, uint32_t *ret_first, uint32_t *ret_last)
+/* ---- the dropped set: DIR/dropped -------------------------------------
+ * magic "COWFSDRP", version u32, count u32, count ranges (first u32, last
+ * u32, inclusive, ascending, disjoint), CRC32C u32 over everything before it.
+ * Absent: nothing was ever dropped. */
+static const char drop_magic[8] = { 'C', 'O', 'W', 'F', 'S', 'D', 'R', 'P' };
+#define DROP_VERSION 1
+#define DROP_NAME "dropped"
+#define DROP_TMP "dropped.tmp"
+
+static int dropped_read(struct cow_log *log)
 {
+	char path[4096];
+	snprintf(path, sizeof path, "%s/" DROP_NAME, log->dir);
+	char *buf;
+	size_t len;
+	int r = cow_read_file(path, (size_t)16 + 8 * COW_LOG_MAX_SEGMENTS + 4, &buf, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		cow_err("%s: %s", path, strerror(-r));
+		return r;
+	}
+	const uint8_t *b = (const uint8_t *)buf;
+	r = -EBADMSG;
+	if (len < 20 || memcmp(b, drop_magic, 8) != 0 || cow_get_le32(b + len - 4) != cow_crc32c(0, b, len - 4)) {
+		cow_err("%s: not a dropped-segment set, or damaged", path);
+		goto out;
+	}
+	if (cow_get_le32(b + 8) > DROP_VERSION) {
+		cow_err("%s: format version %u is newer than this cowfs supports (%u)", path, cow_get_le32(b + 8),
+			DROP_VERSION);
+		r = -EPROTONOSUPPORT;
+		goto out;
+	}
+	uint32_t n = cow_get_le32(b + 12);
+	if ((uint64_t)n * 8 + 20 != len) {
+		cow_err("%s: length does not match its count of ranges", path);
+		goto out;
+	}
+	uint32_t prev = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t first = cow_get_le32(b + 16 + 8 * i), last = cow_get_le32(b + 20 + 8 * i);
+		if (first <= prev || last < first || last >= COW_LOG_MAX_SEGMENTS) {
+			cow_err("%s: range %u..%u is out of order or out of range", path, first, last);
+			goto out;
+		}
+		for (uint32_t k = first; k <= last; k++)
+			log->dropped[k / 8] |= 1 << (k % 8);
+		prev = last;
+	}
+	r = 0;
+out:
+	free(buf);
+	return r;
+}
+
+/* Write the dropped set with SEGS added: temp file, sync, rename, sync the
+ * directory.  Called with lock held; the in-memory set changes only once the
+ * file is durable. */
+static int dropped_write(struct cow_log *log, const uint32_t *segs, size_t nsegs)
+{
+	uint8_t set[sizeof log->dropped];
+	memcpy(set, log->dropped, sizeof set);
+	for (size_t i = 0; i < nsegs; i++)
+		set[segs[i] / 8] |= 1 << (segs[i] % 8);
+	uint8_t *buf = malloc((size_t)16 + 8 * (COW_LOG_MAX_SEGMENTS / 2 + 1) + 4);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, drop_magic, 8);
+	cow_put_le32(buf + 8, DROP_VERSION);
+	uint32_t n = 0;
+	for (uint32_t k = 1; k < COW_LOG_MAX_SEGMENTS; k++) {
+		if (!(set[k / 8] >> (k % 8) & 1))
+			continue;
+		uint32_t last = k;
+		while (last + 1 < COW_LOG_MAX_SEGMENTS && (set[(last + 1) / 8] >> ((last + 1) % 8) & 1))
+			last++;
+		cow_put_le32(buf + 16 + 8 * n, k);
+		cow_put_le32(buf + 20 + 8 * n, last);
+		n++;
+		k = last;
+	}
+	cow_put_le32(buf + 12, n);
+	size_t len = 16 + 8 * (size_t)n;
+	cow_put_le32(buf + len, cow_crc32c(0, buf, len));
+	len += 4;
+	char tmp[4096], dst[4096];
+	snprintf(tmp, sizeof tmp, "%s/" DROP_TMP, log->dir);
+	snprintf(dst, sizeof dst, "%s/" DROP_NAME, log->dir);
+	int r = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+	} else {
+		struct iovec iov = { buf, len };
+		ssize_t w = cow_io_pwritev_all(fd, &iov, 1, 0);
+		r = w < 0 ? (int)w : cow_io_fdatasync(fd);
+		close(fd);
+		if (r == 0 && rename(tmp, dst) < 0)
+			r = -errno;
+		if (r == 0)
+			r = cow_fsync_path(log->dir);
+		if (r < 0)
+			unlink(tmp);
+	}
+	free(buf);
+	if (r == 0)
+		memcpy(log->dropped, set, sizeof set);
+	return r;
+}
+
+/* Find the segments: *ret_first..*ret_last, each present unless GC dropped
+ * it.  A segment still present although it is in the dropped set lost the
+ * race with a crash between the set's update and the unlink: it is removed
+ * now, unread (its live records were copied and synced before the drop). */
+static int list_segments(struct cow_log *log, uint32_t *ret_first, uint32_t *ret_last)
+{
+	const char *dir = log->dir;
 	DIR *d = opendir(dir);
 	if (!d)
 		return -errno;
-	uint32_t first = 0, last = 0, count = 0;
+	uint8_t *present = calloc(COW_LOG_MAX_SEGMENTS / 8, 1);
+	if (!present) {
+		closedir(d);
+		return -ENOMEM;
+	}
+	uint32_t last = 0, count = 0, finished = 0;
+	int r = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		unsigned long long n;
@@ -415,29 +546,61 @@ static int list_segments(const char *dir, uint32_t *ret_first, uint32_t *ret_las
 		    strlen(de->d_name) != 20)
 			continue;
 		if (n == 0 || n >= COW_LOG_MAX_SEGMENTS) {
-			closedir(d);
 			cow_err("%s/%s: segment number out of range", dir, de->d_name);
-			return -EBADMSG;
+			r = -EBADMSG;
+			goto out;
 		}
-		if (!first || n < first)
-			first = n;
+		if (is_dropped(log, (uint32_t)n)) {
+			char path[4096];
+			seg_path(dir, (uint32_t)n, path, sizeof path);
+			if (unlink(path) < 0 && errno != ENOENT) {
+				r = -errno;
+				goto out;
+			}
+			cow_info("%s: removed; GC had dropped it, a crash came before the unlink", path);
+			finished++;
+			continue;
+		}
+		present[n / 8] |= 1 << (n % 8);
 		if (n > last)
 			last = n;
 		count++;
 	}
-	closedir(d);
+	if (finished && (r = cow_fsync_path(dir)) < 0)
+		goto out;
 	if (!count) {
 		cow_err("%s: no segment files: this is not a cowfs store, or its segments were removed", dir);
-		return -EBADMSG;
+		r = -EBADMSG;
+		goto out;
 	}
-	if (count != last - first + 1) {
-		cow_err("%s: segments %u..%u expected, but %u of them are missing", dir, first, last,
-			last - first + 1 - count);
-		return -EBADMSG;
+	uint32_t first = 0, missing = 0, first_missing = 0;
+	for (uint32_t k = 1; k <= last; k++) {
+		if (present[k / 8] >> (k % 8) & 1) {
+			if (!first)
+				first = k;
+		} else if (!is_dropped(log, k)) {
+			if (!missing++)
+				first_missing = k;
+		}
+	}
+	for (uint32_t k = last; k < COW_LOG_MAX_SEGMENTS; k++)
+		if (is_dropped(log, k)) {
+			cow_err("%s: segment %u is in the dropped set but the log ends at segment %u", dir, k, last);
+			r = -EBADMSG;
+			goto out;
+		}
+	if (missing) {
+		cow_err("%s: segments 1..%u expected (less those GC dropped), but %u of them are missing, "
+			"the first is %u", dir, last, missing, first_missing);
+		r = -EBADMSG;
+		goto out;
 	}
 	*ret_first = first;
 	*ret_last = last;
-	return 0;
+out:
+	closedir(d);
+	free(present);
+	return r;
 }
 
 /* Prepares the next segment once the current one is half full. */
@@ -477,17 +640,25 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	pthread_mutex_init(&log->lock, NULL);
 	pthread_cond_init(&log->synced_cond, NULL);
 	pthread_cond_init(&log->prep_cond, NULL);
+	/* Replay reads objects (a read lock) from inside a scan (a read lock
+	 * too): readers must not queue behind a waiting drop. */
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_READER_NP);
+	pthread_rwlock_init(&log->seg_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	log->prep_fd = -1;
 	int r = -ENOMEM;
 	log->dir = strdup(dir);
 	if (!log->dir)
 		goto fail;
 	uint32_t first = 0, last = 0;
-	r = list_segments(dir, &first, &last);
-	if (r < 0)
+	if ((r = dropped_read(log)) < 0 || (r = list_segments(log, &first, &last)) < 0)
 		goto fail;
 	log->first_seg = first;
 	for (uint32_t s = first; s <= last; s++) {
+		if (is_dropped(log, s))
+			continue;
 		char path[4096];
 		seg_path(dir, s, path, sizeof path);
 		log->fds[s] = open(path, O_RDWR | O_CLOEXEC);
@@ -508,16 +679,19 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 			goto fail;
 	}
 	for (uint32_t s = first; s <= last; s++) {
+		if (is_dropped(log, s))
+			continue;
 		uint64_t end;
 		r = scan_segment(log, s, 0, UINT64_MAX, s == last, true, fn, ctx, &end);
 		if (r < 0)
 			goto fail;
 		log->stats.bytes += end;
+		log->stats.segments++;
+		log->ends[s] = (uint32_t)end;
 		if (s == last)
 			log->cur_off = (uint32_t)end;
 	}
 	log->cur_seg = last;
-	log->stats.segments = last - first + 1;
 	log->synced = COW_LOG_POS(log->cur_seg, log->cur_off);
 	/* leftovers from a previous run may be half written */
 	char tmp[4096];
@@ -525,9 +699,11 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	unlink(tmp);
 	snprintf(tmp, sizeof tmp, "%s/" NEW_NAME, dir);
 	unlink(tmp);
-	if ((r = -pthread_create(&log->prep_thread, NULL, preparer, log)) < 0)
-		goto fail;
-	log->prep_running = true;
+	snprintf(tmp, sizeof tmp, "%s/" DROP_TMP, dir);
+	unlink(tmp);
+	/* The preparer thread starts when first wanted, not here: the daemon
+	 * opens the store before it forks into the background, and a thread
+	 * does not survive a fork (nor, if it held it, does the lock). */
 	*ret = log;
 	return 0;
 fail:
@@ -558,6 +734,7 @@ void cow_log_close(struct cow_log *log)
 		if (log->fds[s] >= 0)
 			close(log->fds[s]);
 	free(log->dir);
+	pthread_rwlock_destroy(&log->seg_lock);
 	free(log);
 }
 
@@ -585,6 +762,7 @@ static int roll_segment(struct cow_log *log)
 	if ((r = segment_install(log->dir, name, fd, log->cur_seg + 1)) < 0)
 		return r;
 	log->seg_syncs_start = log->stats.syncs;
+	log->ends[log->cur_seg] = log->cur_off;
 	log->fds[log->cur_seg + 1] = fd;
 	log->synced = COW_LOG_POS(log->cur_seg + 1, COW_LOG_SEG_HDR);
 	log->cur_seg++;
@@ -663,7 +841,9 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 	*ret_done = i;
 	if (log->cur_off > COW_LOG_SEGMENT_MAX / 2 && log->prep_fd < 0 && !log->prep_busy && !log->prep_wanted &&
 	    (log->stats.syncs - log->seg_syncs_start) >= (uint64_t)PREP_MIN_SYNCS_PER_MIB * (log->cur_off >> 20)) {
-		log->prep_wanted = true;
+		if (!log->prep_running && pthread_create(&log->prep_thread, NULL, preparer, log) == 0)
+			log->prep_running = true;
+		log->prep_wanted = log->prep_running; /* without it, a roll makes a sparse segment */
 		pthread_cond_broadcast(&log->prep_cond);
 	}
 	pthread_mutex_unlock(&log->lock);
@@ -683,9 +863,13 @@ int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, 
 int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uint32_t len)
 {
 	uint32_t seg = COW_LOG_POS_SEG(pos);
-	if (seg < log->first_seg || seg >= COW_LOG_MAX_SEGMENTS || log->fds[seg] < 0)
+	if (seg == 0 || seg >= COW_LOG_MAX_SEGMENTS)
 		return -EIO;
-	ssize_t n = cow_io_pread_all(log->fds[seg], buf, len, (off_t)COW_LOG_POS_OFF(pos) + COW_LOG_REC_HDR + off);
+	pthread_rwlock_rdlock(&log->seg_lock);
+	int fd = log->fds[seg];
+	ssize_t n = fd < 0 ? -ESTALE
+			   : cow_io_pread_all(fd, buf, len, (off_t)COW_LOG_POS_OFF(pos) + COW_LOG_REC_HDR + off);
+	pthread_rwlock_unlock(&log->seg_lock);
 	if (n < 0)
 		return (int)n;
 	return (uint32_t)n == len ? 0 : -EIO;
@@ -702,8 +886,12 @@ int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void 
 	uint32_t first = COW_MAX(COW_LOG_POS_SEG(from), log->first_seg);
 	for (uint32_t s = first; s <= last; s++) {
 		uint64_t end;
-		int r = scan_segment(log, s, s == COW_LOG_POS_SEG(from) ? COW_LOG_POS_OFF(from) : 0,
-				     s == last ? last_end : UINT64_MAX, s == last, false, fn, ctx, &end);
+		pthread_rwlock_rdlock(&log->seg_lock);
+		/* a segment GC dropped held nothing anybody replays any more */
+		int r = log->fds[s] < 0 ? 0
+			: scan_segment(log, s, s == COW_LOG_POS_SEG(from) ? COW_LOG_POS_OFF(from) : 0,
+				       s == last ? last_end : UINT64_MAX, s == last, false, fn, ctx, &end);
+		pthread_rwlock_unlock(&log->seg_lock);
 		if (r < 0)
 			return r;
 	}
@@ -755,4 +943,98 @@ void cow_log_get_stats(struct cow_log *log, struct cow_log_stats *ret)
 	pthread_mutex_lock(&log->lock);
 	*ret = log->stats;
 	pthread_mutex_unlock(&log->lock);
+}
+
+/* ---- for GC ----------------------------------------------------------- */
+
+int cow_log_roll(struct cow_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	int r = log->failed;
+	if (r == 0 && log->cur_off > COW_LOG_SEG_HDR)
+		r = roll_segment(log);
+	pthread_mutex_unlock(&log->lock);
+	return r;
+}
+
+int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *ret_n)
+{
+	pthread_mutex_lock(&log->lock);
+	uint32_t first = log->first_seg, last = log->cur_seg, cur_off = log->cur_off;
+	struct cow_log_segment *v = calloc(last - first + 1, sizeof *v);
+	size_t n = 0;
+	if (v)
+		for (uint32_t s = first; s <= last; s++)
+			if (!is_dropped(log, s))
+				v[n++] = (struct cow_log_segment){ .seg = s, .used = s == last ? cur_off : log->ends[s] };
+	pthread_mutex_unlock(&log->lock);
+	if (!v)
+		return -ENOMEM;
+	pthread_rwlock_rdlock(&log->seg_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct stat st;
+		if (log->fds[v[i].seg] >= 0 && fstat(log->fds[v[i].seg], &st) == 0)
+			v[i].disk = (uint64_t)st.st_blocks * 512;
+	}
+	pthread_rwlock_unlock(&log->seg_lock);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&log->lock);
+	bool ok = seg >= log->first_seg && seg < log->cur_seg && !is_dropped(log, seg);
+	uint32_t end = ok ? log->ends[seg] : 0;
+	pthread_mutex_unlock(&log->lock);
+	if (!ok)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&log->seg_lock);
+	uint64_t got;
+	int r = log->fds[seg] < 0 ? -ESTALE : scan_segment(log, seg, 0, end, false, false, fn, ctx, &got);
+	pthread_rwlock_unlock(&log->seg_lock);
+	return r;
+}
+
+int cow_log_drop(struct cow_log *log, const uint32_t *segs, size_t n)
+{
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&log->lock);
+	int r = log->failed;
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (segs[i] < log->first_seg || segs[i] >= log->cur_seg || is_dropped(log, segs[i]))
+			r = -EINVAL;
+	/* Durably in the set before any file goes: a crash after this point
+	 * finishes the unlinks at the next open. */
+	if (r == 0)
+		r = dropped_write(log, segs, n);
+	uint64_t bytes = 0;
+	if (r == 0) {
+		for (size_t i = 0; i < n; i++)
+			bytes += log->ends[segs[i]];
+		log->stats.bytes -= bytes;
+		log->stats.segments -= (uint32_t)n;
+		while (log->first_seg < log->cur_seg && is_dropped(log, log->first_seg))
+			log->first_seg++;
+	}
+	pthread_mutex_unlock(&log->lock);
+	if (r < 0)
+		return r;
+	/* Reads in flight on these files finish first; later ones get -ESTALE. */
+	pthread_rwlock_wrlock(&log->seg_lock);
+	for (size_t i = 0; i < n; i++) {
+		close(log->fds[segs[i]]);
+		log->fds[segs[i]] = -1;
+	}
+	pthread_rwlock_unlock(&log->seg_lock);
+	for (size_t i = 0; i < n; i++) {
+		char path[4096];
+		seg_path(log->dir, segs[i], path, sizeof path);
+		if (unlink(path) < 0 && errno != ENOENT && r == 0)
+			r = -errno;
+	}
+	int q = cow_fsync_path(log->dir);
+	return r < 0 ? r : q;
 }

@@ -12,6 +12,10 @@
  * flushes data only, as Postgres does with its own WAL segments.  The log
  * ends where the rest of the last segment is all zeros.
  *
+ * Segments only GC removes (cow_log_drop) are named in DIR/dropped, a small
+ * checksummed file rewritten durably before any of them is unlinked, so that
+ * open tells a segment GC dropped from one lost by accident (still -EBADMSG).
+ *
  * Calling sequence:
  *   cow_log_create(dir)                   once, makes segment 1
  *   cow_log_open(dir, fn, ctx, &log)      checks every record's CRC, calls fn
@@ -21,12 +25,16 @@
  *   cow_log_sync(log)    any thread       group commit: one fdatasync covers
  *                                         every append made before it started
  *   cow_log_read / cow_log_scan           read back payloads by position
+ *   cow_log_roll / cow_log_segments / cow_log_scan_segment / cow_log_drop
+ *                                         for GC: close the head, list, read
+ *                                         and remove whole segments
  *   cow_log_close(log)                    syncs and frees
  *
  * Errors: -EBADMSG for damage that is not a torn tail (with a message naming
  * segment and offset), -EPROTONOSUPPORT for a newer format version, -EIO
  * after any failed sync: failures of fdatasync are sticky, every later append
  * and sync fails too, so that an acknowledged write is never silently lost.
+ * -ESTALE from cow_log_read: the segment was dropped (look the object up again).
  */
 #ifndef COW_LOG_H
 #define COW_LOG_H
@@ -84,4 +92,24 @@ int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void 
 int cow_log_sync(struct cow_log *log);
 uint64_t cow_log_end(struct cow_log *log);
 void cow_log_get_stats(struct cow_log *log, struct cow_log_stats *ret);
+
+/* ---- for GC ---- */
+/* Start a new segment now if the current one holds any record, so that
+ * everything appended so far is in segments no longer appended to. */
+int cow_log_roll(struct cow_log *log);
+struct cow_log_segment {
+	uint32_t seg;
+	uint32_t used;      /* end of its last record (the current segment: so far) */
+	uint64_t disk;      /* bytes allocated on disk (st_blocks * 512) */
+};
+/* The segments present, in order; the last is the one appended to.  Free *ret. */
+int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *ret_n);
+/* Call FN for every record of segment SEG, which must be below the current
+ * one.  A damaged object record whose frame is intact comes with
+ * COW_REC_DAMAGED, as at open. */
+int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn, void *ctx);
+/* Remove segments below the current one for good: they are added to the
+ * dropped set durably first, then closed (after reads in flight) and
+ * unlinked.  The caller made sure nothing in them is needed any more. */
+int cow_log_drop(struct cow_log *log, const uint32_t *segs, size_t n);
 #endif

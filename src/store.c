@@ -22,8 +22,11 @@ struct index_entry {
 	cow_hash key;
 	uint64_t pos;    /* 0: empty slot */
 	uint32_t len;    /* object bytes */
-	uint32_t damaged;
+	uint32_t flags;  /* COW_MARK_DAMAGED, the marks of the current pass, and
+			  * the pass's owner (a root number) in the top 24 bits */
 };
+#define OWNER_SHIFT 8
+#define PASS_FLAGS (COW_MARK_PUT | COW_MARK_SEEN | COW_MARK_SHARED | COW_MARK_BAD)
 
 struct cow_store {
 	char *path;
@@ -34,7 +37,13 @@ struct cow_store {
 	struct index_entry *slots;
 	size_t cap, used;
 	struct cow_store_stats st;
+	bool pass;       /* a mark pass is under way (cow_store_mark_begin..end) */
+	bool marking;    /* and its marks are cleared: puts mark what they store or find */
+	uint32_t *seg_objects; /* indexed objects per segment number: a segment
+				* is dropped only when none is left */
 };
+
+static bool damaged(const struct index_entry *e) { return e->flags & COW_MARK_DAMAGED; }
 
 /* ---- index ------------------------------------------------------------ */
 
@@ -72,16 +81,22 @@ static int index_grow(struct cow_store *s)
 	return 0;
 }
 
-/* Insert or replace (a damaged copy is replaced by a good one). */
-static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint32_t len, bool damaged)
+/* Insert or replace (a damaged copy is replaced by a good one).  A put
+ * during a mark pass marks the entry. */
+static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint32_t len, bool bad, bool put)
 {
+	uint32_t mark = put && s->marking ? COW_MARK_PUT : 0;
 	struct index_entry *e = s->cap ? index_find(s, h) : NULL;
 	if (e) {
-		if (e->damaged && !damaged) {
+		if (damaged(e) && !bad) {
+			s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
+			s->seg_objects[COW_LOG_POS_SEG(pos)]++;
 			e->pos = pos;
+			s->st.object_bytes += (int64_t)len - e->len;
 			e->len = len;
-			e->damaged = 0;
+			e->flags &= ~COW_MARK_DAMAGED;
 		}
+		e->flags |= mark;
 		return 0;
 	}
 	if ((s->used + 1) * 4 > s->cap * 3) {
@@ -92,11 +107,33 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	size_t i = slot_of(h, s->cap);
 	while (s->slots[i].pos)
 		i = (i + 1) & (s->cap - 1);
-	s->slots[i] = (struct index_entry){ .key = *h, .pos = pos, .len = len, .damaged = damaged };
+	s->slots[i] = (struct index_entry){ .key = *h, .pos = pos, .len = len,
+					    .flags = (bad ? COW_MARK_DAMAGED : 0) | mark };
 	s->used++;
+	s->seg_objects[COW_LOG_POS_SEG(pos)]++;
 	s->st.objects++;
 	s->st.object_bytes += len;
 	return 0;
+}
+
+/* Remove E, shifting back the entries of its probe run (no tombstones). */
+static void index_remove(struct cow_store *s, struct index_entry *e)
+{
+	size_t mask = s->cap - 1, i = (size_t)(e - s->slots);
+	s->st.objects--;
+	s->st.object_bytes -= e->len;
+	s->used--;
+	s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
+	for (size_t j = (i + 1) & mask; s->slots[j].pos; j = (j + 1) & mask) {
+		size_t home = slot_of(&s->slots[j].key, s->cap);
+		/* slot j may fill the hole at i unless its home lies in (i, j] */
+		bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			s->slots[i] = s->slots[j];
+			i = j;
+		}
+	}
+	s->slots[i] = (struct index_entry){ 0 };
 }
 
 static int index_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *payload, uint32_t len)
@@ -108,7 +145,7 @@ static int index_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *p
 		return (type & COW_REC_DAMAGED) ? 0 : -EBADMSG;
 	cow_hash h;
 	memcpy(h.b, payload, COW_HASH_SIZE);
-	return index_put(s, &h, pos, len - COW_HASH_SIZE, type & COW_REC_DAMAGED);
+	return index_put(s, &h, pos, len - COW_HASH_SIZE, type & COW_REC_DAMAGED, false);
 }
 
 /* ---- superblock ------------------------------------------------------- */
@@ -246,6 +283,10 @@ int cow_store_open(const char *path, struct cow_store **ret)
 	r = s->path ? take_lock(path, &s->lock_fd) : -ENOMEM;
 	if (r < 0)
 		goto fail;
+	if (!(s->seg_objects = calloc(COW_LOG_MAX_SEGMENTS, sizeof *s->seg_objects))) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	r = index_grow(s);
 	if (r < 0)
 		goto fail;
@@ -269,6 +310,7 @@ void cow_store_close(struct cow_store *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s->slots);
+	free(s->seg_objects);
 	free(s->path);
 	free(s);
 }
@@ -283,15 +325,17 @@ int cow_store_put_hashed(struct cow_store *s, const void *data, size_t len, cons
 	s->st.puts++;
 	struct index_entry *e = index_find(s, h);
 	int r = 0;
-	if (e && !e->damaged) {
+	if (e && !damaged(e)) {
 		s->st.dedup_hits++;
+		if (s->marking)
+			e->flags |= COW_MARK_PUT; /* GC must keep what a writer just named */
 		goto out;
 	}
 	struct iovec iov[2] = { { (void *)h->b, COW_HASH_SIZE }, { (void *)data, len } };
 	uint64_t pos;
 	r = cow_log_append(s->log, COW_REC_OBJ, iov, 2, &pos);
 	if (r == 0)
-		r = index_put(s, h, pos, (uint32_t)len, false);
+		r = index_put(s, h, pos, (uint32_t)len, false, true);
 out:
 	pthread_rwlock_unlock(&s->index_lock);
 	return r;
@@ -339,7 +383,9 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 			continue;
 		s->st.puts++;
 		struct index_entry *e = index_find(s, &ret[i]);
-		bool dup = e && !e->damaged;
+		bool dup = e && !damaged(e);
+		if (dup && s->marking)
+			e->flags |= COW_MARK_PUT;
 		for (int k = 0; k < nnew && !dup; k++)
 			dup = cow_hash_eq(&ret[which[k]], &ret[i]); /* twice in this batch */
 		if (dup) {
@@ -354,7 +400,7 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 	int done = 0;
 	r = cow_log_append_many(s->log, recs, nnew, pos, &done);
 	for (int k = 0; k < done; k++) {
-		int q = index_put(s, &ret[which[k]], pos[k], COW_BLOCK_SIZE, false);
+		int q = index_put(s, &ret[which[k]], pos[k], COW_BLOCK_SIZE, false, true);
 		if (q < 0 && r == 0)
 			r = q;
 	}
@@ -367,17 +413,13 @@ out:
 	return r;
 }
 
+/* Where H is: 0, -ENOENT (not stored), -EBADMSG (only a damaged copy). */
 static int lookup(struct cow_store *s, const cow_hash *h, uint64_t *pos, uint32_t *len)
 {
 	pthread_rwlock_rdlock(&s->index_lock);
 	struct index_entry *e = index_find(s, h);
-	int r = 0;
-	if (!e || e->damaged) {
-		char hex[65];
-		cow_hash_to_hex(h, hex);
-		cow_err("object %s is %s", hex, e ? "damaged on disk (checksum mismatch)" : "missing from the store");
-		r = -EIO;
-	} else {
+	int r = !e ? -ENOENT : damaged(e) ? -EBADMSG : 0;
+	if (e) {
 		*pos = e->pos;
 		*len = e->len;
 	}
@@ -389,25 +431,70 @@ int cow_store_has(struct cow_store *s, const cow_hash *h)
 {
 	pthread_rwlock_rdlock(&s->index_lock);
 	struct index_entry *e = index_find(s, h);
-	int r = e && !e->damaged;
+	int r = e && !damaged(e);
 	pthread_rwlock_unlock(&s->index_lock);
 	return r;
 }
 
-static int read_verified(struct cow_store *s, const cow_hash *h, uint64_t pos, void *buf, uint32_t len)
+/* Read object H (LEN bytes, 0: any) into BUF, or a malloc'd *RET_BUF; verify
+ * its hash.  A read that finds its segment dropped by GC looks the object up
+ * again (GC copied it first).  -ENOENT, -EBADMSG (damaged record), -EIO
+ * (wrong bytes, wrong size, or a failed read); with LOUD, a message says so. */
+static int read_object(struct cow_store *s, const cow_hash *h, size_t want, bool loud, void *buf, void **ret_buf,
+		       size_t *ret_len, uint64_t *ret_pos)
 {
-	int r = cow_log_read(s->log, pos, COW_HASH_SIZE, buf, len);
-	cow_hash got;
-	if (r == 0)
-		r = cow_hash_compute(buf, len, &got);
-	if (r == 0 && !cow_hash_eq(&got, h)) {
-		char hex[65];
-		cow_hash_to_hex(h, hex);
-		cow_err("object %s: content read from segment %u offset %u does not match its hash",
-			hex, COW_LOG_POS_SEG(pos), COW_LOG_POS_OFF(pos));
-		r = -EIO;
+	char hex[65];
+	uint64_t pos = 0;
+	uint32_t len = 0;
+	int r;
+	for (int attempt = 0;; attempt++) {
+		r = lookup(s, h, &pos, &len);
+		if (r < 0)
+			break;
+		if (want && len != want) {
+			if (loud) {
+				cow_hash_to_hex(h, hex);
+				cow_err("object %s has %u bytes where %zu were expected", hex, len, want);
+			}
+			r = -EIO;
+			break;
+		}
+		void *dst = buf;
+		if (!dst && !(dst = malloc(len ? len : 1))) {
+			r = -ENOMEM;
+			break;
+		}
+		r = cow_log_read(s->log, pos, COW_HASH_SIZE, dst, len);
+		cow_hash got;
+		if (r == 0)
+			r = cow_hash_compute(dst, len, &got);
+		if (r == 0 && !cow_hash_eq(&got, h)) {
+			if (loud) {
+				cow_hash_to_hex(h, hex);
+				cow_err("object %s: content read from segment %u offset %u does not match its hash",
+					hex, COW_LOG_POS_SEG(pos), COW_LOG_POS_OFF(pos));
+			}
+			r = -EIO;
+		}
+		if (r == 0 && ret_buf) {
+			*ret_buf = dst;
+			*ret_len = len;
+		} else if (dst != buf) {
+			free(dst);
+		}
+		if (r != -ESTALE || attempt >= 8)
+			break;
 	}
-	if (r < 0)
+	if (r == -ESTALE)
+		r = -EIO;
+	if (loud && (r == -ENOENT || r == -EBADMSG)) {
+		cow_hash_to_hex(h, hex);
+		cow_err("object %s is %s", hex,
+			r == -EBADMSG ? "damaged on disk (checksum mismatch)" : "missing from the store");
+	}
+	if (ret_pos)
+		*ret_pos = pos;
+	if (r < 0 && r != -ENOMEM)
 		__atomic_add_fetch(&s->st.get_errors, 1, __ATOMIC_RELAXED);
 	return r;
 }
@@ -419,38 +506,28 @@ int cow_store_get(struct cow_store *s, const cow_hash *h, void *buf, size_t len)
 		memset(buf, 0, len);
 		return 0;
 	}
-	uint64_t pos;
-	uint32_t olen;
-	int r = lookup(s, h, &pos, &olen);
-	if (r < 0)
-		return r;
-	if (olen != len) {
-		char hex[65];
-		cow_hash_to_hex(h, hex);
-		cow_err("object %s has %u bytes where %zu were expected", hex, olen, len);
-		return -EIO;
-	}
-	return read_verified(s, h, pos, buf, olen);
+	int r = read_object(s, h, len, true, buf, NULL, NULL, NULL);
+	return r == -ENOENT || r == -EBADMSG ? -EIO : r;
 }
 
 int cow_store_get_alloc(struct cow_store *s, const cow_hash *h, void **ret_buf, size_t *ret_len)
 {
-	uint64_t pos;
-	uint32_t len;
-	int r = lookup(s, h, &pos, &len);
-	if (r < 0)
-		return r;
-	void *buf = malloc(len ? len : 1);
-	if (!buf)
-		return -ENOMEM;
-	r = read_verified(s, h, pos, buf, len);
-	if (r < 0) {
+	int r = read_object(s, h, 0, true, NULL, ret_buf, ret_len, NULL);
+	return r == -ENOENT || r == -EBADMSG ? -EIO : r;
+}
+
+int cow_store_check(struct cow_store *s, const cow_hash *h, uint64_t *ret_pos, void **ret_buf, size_t *ret_len)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	int r = read_object(s, h, 0, false, NULL, &buf, &len, ret_pos);
+	if (r == 0 && ret_buf) {
+		*ret_buf = buf;
+		*ret_len = len;
+	} else {
 		free(buf);
-		return r;
 	}
-	*ret_buf = buf;
-	*ret_len = len;
-	return 0;
+	return r;
 }
 
 /* ---- metadata records, sync, stats ------------------------------------ */
@@ -487,4 +564,281 @@ void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret)
 	ret->log_bytes = ls.bytes;
 	ret->log_syncs = ls.syncs;
 	ret->log_sync_waits = ls.sync_waits;
+}
+
+/* ---- mark passes and GC ------------------------------------------------ */
+
+/* Whole-index loops let puts and reads in every this many entries. */
+#define INDEX_CHUNK 65536
+
+int cow_store_mark_begin(struct cow_store *s)
+{
+	pthread_rwlock_wrlock(&s->index_lock);
+	int r = s->pass ? -EBUSY : 0;
+	if (r == 0) {
+		/* Nothing marks until s->marking: the marks can be cleared a chunk
+		 * at a time; a grow in between moves entries, so it starts over. */
+		s->pass = true;
+		size_t cap = s->cap;
+		for (size_t i = 0; i < s->cap;) {
+			if (s->cap != cap) {
+				cap = s->cap;
+				i = 0;
+			}
+			for (size_t end = COW_MIN(i + INDEX_CHUNK, s->cap); i < end; i++)
+				s->slots[i].flags &= COW_MARK_DAMAGED;
+			pthread_rwlock_unlock(&s->index_lock);
+			pthread_rwlock_wrlock(&s->index_lock);
+		}
+		s->marking = true;
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
+}
+
+void cow_store_mark_end(struct cow_store *s)
+{
+	pthread_rwlock_wrlock(&s->index_lock);
+	s->marking = s->pass = false;
+	pthread_rwlock_unlock(&s->index_lock);
+}
+
+int cow_store_mark(struct cow_store *s, const cow_hash *h, size_t n, uint32_t root, bool shared,
+		   struct cow_mark *ret)
+{
+	if (root == 0 || root > COW_MARK_ROOT_MAX)
+		return -EINVAL;
+	pthread_rwlock_wrlock(&s->index_lock);
+	int r = s->marking ? 0 : -EINVAL;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct index_entry *e = cow_hash_is_zero(&h[i]) ? NULL : index_find(s, &h[i]);
+		if (!e) {
+			ret[i] = (struct cow_mark){ .flags = cow_hash_is_zero(&h[i]) ? 0 : COW_MARK_MISSING };
+			continue;
+		}
+		uint32_t owner = e->flags >> OWNER_SHIFT;
+		ret[i] = (struct cow_mark){ .flags = e->flags & ((1u << OWNER_SHIFT) - 1), .owner = owner,
+					    .len = e->len, .pos = e->pos };
+		if (!(e->flags & COW_MARK_SEEN))
+			e->flags = (e->flags & ((1u << OWNER_SHIFT) - 1)) | COW_MARK_SEEN |
+				   (shared ? COW_MARK_SHARED : 0) | root << OWNER_SHIFT;
+		else if (!(e->flags & COW_MARK_SHARED) && (shared || owner != root))
+			e->flags |= COW_MARK_SHARED;
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
+}
+
+int cow_store_mark_bad(struct cow_store *s, const cow_hash *h)
+{
+	pthread_rwlock_wrlock(&s->index_lock);
+	struct index_entry *e = s->marking ? index_find(s, h) : NULL;
+	if (e)
+		e->flags |= COW_MARK_BAD;
+	pthread_rwlock_unlock(&s->index_lock);
+	return e ? 0 : -ENOENT;
+}
+
+int cow_store_tally(struct cow_store *s, cow_store_tally_fn fn, void (*restart)(void *ctx), void *ctx)
+{
+	pthread_rwlock_rdlock(&s->index_lock);
+	int r = s->marking ? 0 : -EINVAL;
+	size_t cap = s->cap;
+	if (r == 0)
+		restart(ctx);
+	/* A chunk at a time, so that puts are not held up for the whole index.
+	 * An entry put meanwhile may be missed: it is at the head, which GC
+	 * does not sweep, and marked by its put only.  A grow moves entries:
+	 * start over. */
+	for (size_t i = 0; r == 0 && i < s->cap;) {
+		if (s->cap != cap) {
+			cap = s->cap;
+			i = 0;
+			restart(ctx);
+		}
+		for (size_t end = COW_MIN(i + INDEX_CHUNK, s->cap); i < end; i++) {
+			const struct index_entry *e = &s->slots[i];
+			if (e->pos)
+				fn(ctx, e->pos, e->len, e->flags & ((1u << OWNER_SHIFT) - 1), e->flags >> OWNER_SHIFT);
+		}
+		pthread_rwlock_unlock(&s->index_lock);
+		pthread_rwlock_rdlock(&s->index_lock);
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
+}
+
+int cow_store_roll(struct cow_store *s) { return cow_log_roll(s->log); }
+
+int cow_store_segments(struct cow_store *s, struct cow_log_segment **ret, size_t *ret_n)
+{
+	return cow_log_segments(s->log, ret, ret_n);
+}
+
+/* Records of one segment on their way to the head of the log. */
+struct reloc {
+	struct cow_store *s;
+	struct cow_store_sweep *acc;
+	bool keep;              /* a damaged object somebody needs: the segment stays */
+	uint8_t *buf;           /* payloads (hash + bytes) back to back */
+	size_t used;
+	struct reloc_item { uint64_t pos; size_t off; uint32_t len; bool live; } *items;
+	size_t n;
+};
+#define RELOC_BATCH_BYTES (1u << 20) /* bounds how long the log lock is held per append */
+#define RELOC_BATCH_ITEMS 512
+
+static bool live(const struct index_entry *e) { return e->flags & (COW_MARK_SEEN | COW_MARK_PUT); }
+
+static int reloc_flush(struct reloc *rl)
+{
+	struct cow_store *s = rl->s;
+	if (rl->n == 0)
+		return 0;
+	/* Decide under the lock: a put that found an object before this point
+	 * marked it live; one after it finds nothing and stores a new copy. */
+	pthread_rwlock_wrlock(&s->index_lock);
+	int nlive = 0;
+	for (size_t i = 0; i < rl->n; i++) {
+		struct reloc_item *it = &rl->items[i];
+		struct index_entry *e = index_find(s, (const cow_hash *)(rl->buf + it->off));
+		it->live = false;
+		if (!e || e->pos != it->pos)
+			continue; /* a copy the index does not use */
+		if (live(e)) {
+			it->live = true;
+			nlive++;
+		} else {
+			rl->acc->dropped_objects++;
+			rl->acc->dropped_bytes += it->len - COW_HASH_SIZE;
+			index_remove(s, e);
+		}
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	int r = 0;
+	if (nlive) {
+		struct iovec *iov = malloc(nlive * sizeof *iov);
+		struct cow_log_rec *recs = malloc(nlive * sizeof *recs);
+		uint64_t *pos = malloc(nlive * sizeof *pos);
+		int k = 0, done = 0;
+		r = iov && recs && pos ? 0 : -ENOMEM;
+		for (size_t i = 0; r == 0 && i < rl->n; i++)
+			if (rl->items[i].live) {
+				iov[k] = (struct iovec){ rl->buf + rl->items[i].off, rl->items[i].len };
+				recs[k] = (struct cow_log_rec){ COW_REC_OBJ, &iov[k], 1 };
+				k++;
+			}
+		if (r == 0)
+			r = cow_log_append_many(s->log, recs, nlive, pos, &done);
+		pthread_rwlock_wrlock(&s->index_lock);
+		k = 0;
+		for (size_t i = 0; i < rl->n && k < done; i++) {
+			struct reloc_item *it = &rl->items[i];
+			if (!it->live)
+				continue;
+			struct index_entry *e = index_find(s, (const cow_hash *)(rl->buf + it->off));
+			if (e && e->pos == it->pos) {
+				s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
+				s->seg_objects[COW_LOG_POS_SEG(pos[k])]++;
+				e->pos = pos[k];
+			}
+			rl->acc->moved_objects++;
+			rl->acc->moved_bytes += it->len - COW_HASH_SIZE;
+			k++;
+		}
+		pthread_rwlock_unlock(&s->index_lock);
+		free(iov);
+		free(recs);
+		free(pos);
+	}
+	rl->n = 0;
+	rl->used = 0;
+	return r;
+}
+
+static int reloc_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *payload, uint32_t len)
+{
+	struct reloc *rl = ctx;
+	struct cow_store *s = rl->s;
+	/* Metadata records are not copied: every branch was checkpointed past them. */
+	if ((type & ~COW_REC_DAMAGED) != COW_REC_OBJ || len < COW_HASH_SIZE)
+		return 0;
+	if (type & COW_REC_DAMAGED) {
+		pthread_rwlock_wrlock(&s->index_lock);
+		struct index_entry *e = index_find(s, (const cow_hash *)payload);
+		if (e && e->pos == pos) {
+			if (live(e)) {
+				rl->keep = true; /* nothing good to copy, and the evidence stays */
+			} else {
+				rl->acc->dropped_objects++;
+				rl->acc->dropped_bytes += e->len;
+				index_remove(s, e);
+			}
+		}
+		pthread_rwlock_unlock(&s->index_lock);
+		return 0;
+	}
+	if (rl->n == RELOC_BATCH_ITEMS || rl->used + len > RELOC_BATCH_BYTES) {
+		int r = reloc_flush(rl);
+		if (r < 0)
+			return r;
+	}
+	if (len > RELOC_BATCH_BYTES) {
+		/* larger than a batch: on its own */
+		uint8_t *big = malloc(len);
+		if (!big)
+			return -ENOMEM;
+		uint8_t *saved = rl->buf;
+		memcpy(big, payload, len);
+		rl->buf = big;
+		rl->items[0] = (struct reloc_item){ pos, 0, len, false };
+		rl->n = 1;
+		int r = reloc_flush(rl);
+		rl->buf = saved;
+		free(big);
+		return r;
+	}
+	memcpy(rl->buf + rl->used, payload, len);
+	rl->items[rl->n++] = (struct reloc_item){ pos, rl->used, len, false };
+	rl->used += len;
+	return 0;
+}
+
+int cow_store_relocate(struct cow_store *s, uint32_t seg, struct cow_store_sweep *acc)
+{
+	struct reloc rl = { .s = s, .acc = acc };
+	rl.buf = malloc(RELOC_BATCH_BYTES);
+	rl.items = malloc(RELOC_BATCH_ITEMS * sizeof *rl.items);
+	int r = rl.buf && rl.items ? 0 : -ENOMEM;
+	if (r == 0)
+		r = cow_log_scan_segment(s->log, seg, reloc_record, &rl);
+	if (r == 0)
+		r = reloc_flush(&rl);
+	free(rl.buf);
+	free(rl.items);
+	if (r < 0)
+		return r;
+	return rl.keep ? 0 : 1;
+}
+
+int cow_store_drop_segments(struct cow_store *s, const uint32_t *segs, size_t n)
+{
+	if (n == 0)
+		return 0;
+	/* Never drop what the index still points into. */
+	pthread_rwlock_rdlock(&s->index_lock);
+	int r = 0;
+	for (size_t k = 0; k < n && r == 0; k++)
+		if (segs[k] >= COW_LOG_MAX_SEGMENTS || s->seg_objects[segs[k]]) {
+			cow_err("gc: segment %u still holds %u indexed objects; not dropped", segs[k],
+				segs[k] < COW_LOG_MAX_SEGMENTS ? s->seg_objects[segs[k]] : 0);
+			r = -EBUSY;
+		}
+	pthread_rwlock_unlock(&s->index_lock);
+	/* The copies are durable before the originals go. */
+	if (r == 0)
+		r = cow_log_sync(s->log);
+	if (r == 0)
+		r = cow_log_drop(s->log, segs, n);
+	return r;
 }

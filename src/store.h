@@ -18,17 +18,31 @@
  * branches go through cow_store_meta_append() / cow_store_meta_scan().
  * cow_store_sync() is the group commit (log.h).
  *
+ * Mark passes (GC, storage accounting, fsck; see gc.h and walk.h) keep their
+ * marks in the index entries themselves, so that walking every root needs no
+ * second table: cow_store_mark_begin() clears them, cow_store_mark() records
+ * that a root reached an object (the first root that did is its owner; a
+ * second makes it shared), and until cow_store_mark_end() every put marks
+ * what it stores or deduplicates onto (COW_MARK_PUT), so that GC keeps what
+ * a writer named after the roots were taken.  One pass at a time (-EBUSY).
+ * GC then moves the live objects of a segment to the head of the log
+ * (cow_store_relocate, which forgets the dead ones under the index lock) and
+ * drops the segment (cow_store_drop_segments: sync, then log.h's drop).  A
+ * read that races with a drop looks the object up again.
+ *
  * Errors: -EEXIST (create where a store's superblock exists), -ENOENT, -EBUSY (the
  * store is open elsewhere), -EPROTONOSUPPORT (newer format), -EBADMSG
  * (damaged), -EIO, -ENOSPC.
  */
 #ifndef COW_STORE_H
 #define COW_STORE_H
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
 #include "hash.h"
+#include "log.h"
 
 #define COW_BLOCK_SIZE 8192
 #define COW_STORE_VERSION 1
@@ -70,4 +84,57 @@ int cow_store_meta_scan(struct cow_store *s, uint64_t from, cow_store_meta_fn fn
 int cow_store_sync(struct cow_store *s);
 uint64_t cow_store_log_end(struct cow_store *s);
 void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret);
+/* fsck: read and verify H with no message: 0, -ENOENT (not stored), -EBADMSG
+ * (its record fails its checksum), -EIO (wrong bytes, or unreadable).
+ * *RET_POS: where it is stored (0: nowhere).  With RET_BUF, its bytes
+ * (malloc'd). */
+int cow_store_check(struct cow_store *s, const cow_hash *h, uint64_t *ret_pos, void **ret_buf, size_t *ret_len);
+
+/* ---- mark passes and GC ---- */
+#define COW_MARK_DAMAGED 0x01u /* the only copy fails its checksum */
+#define COW_MARK_PUT     0x02u /* stored or deduplicated onto during the pass */
+#define COW_MARK_SEEN    0x04u /* reached from a root */
+#define COW_MARK_SHARED  0x08u /* reached from two roots or more */
+#define COW_MARK_BAD     0x10u /* fsck: something is wrong at or below it */
+#define COW_MARK_MISSING 0x80u /* (cow_store_mark only) not in the store */
+#define COW_MARK_ROOT_MAX 0xffffffu
+
+/* An object's state before cow_store_mark changed it. */
+struct cow_mark {
+	uint32_t flags;   /* COW_MARK_* */
+	uint32_t owner;   /* the first root that reached it (with COW_MARK_SEEN) */
+	uint32_t len;     /* object bytes */
+	uint64_t pos;     /* where it is stored */
+};
+int cow_store_mark_begin(struct cow_store *s);
+void cow_store_mark_end(struct cow_store *s);
+/* Root ROOT (1..COW_MARK_ROOT_MAX) reaches the N objects H[]; with SHARED
+ * they are known to be reached by another root too.  An unmarked object gets
+ * ROOT as owner; a marked one becomes shared if another root or SHARED
+ * reaches it.  RET[i] is the state before; zero hashes are skipped (flags
+ * 0).  -EINVAL outside a pass. */
+int cow_store_mark(struct cow_store *s, const cow_hash *h, size_t n, uint32_t root, bool shared,
+		   struct cow_mark *ret);
+int cow_store_mark_bad(struct cow_store *s, const cow_hash *h);
+/* Call FN for every indexed object, under the index lock a chunk at a
+ * time (FN must not call into the store).  RESTART is called first, and
+ * again if the index grew meanwhile: then the tally starts over.  Objects
+ * put during the tally may be missed. */
+typedef void (*cow_store_tally_fn)(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_t owner);
+int cow_store_tally(struct cow_store *s, cow_store_tally_fn fn, void (*restart)(void *ctx), void *ctx);
+
+int cow_store_roll(struct cow_store *s);
+int cow_store_segments(struct cow_store *s, struct cow_log_segment **ret, size_t *ret_n);
+struct cow_store_sweep {
+	uint64_t moved_objects, moved_bytes;     /* live, copied to the head */
+	uint64_t dropped_objects, dropped_bytes; /* dead, forgotten */
+};
+/* Copy every live object of segment SEG (marked in this pass) to the head of
+ * the log and forget the dead ones; adds to *ACC.  1: SEG may be dropped once
+ * the log is synced; 0: it must stay (it holds a damaged object that is
+ * still reached); -errno. */
+int cow_store_relocate(struct cow_store *s, uint32_t seg, struct cow_store_sweep *acc);
+/* Sync the log, then drop the segments (log.h); refused if the index still
+ * points into one of them. */
+int cow_store_drop_segments(struct cow_store *s, const uint32_t *segs, size_t n);
 #endif

@@ -89,6 +89,34 @@ static struct tnode *node_new(struct cow_tree *t, unsigned level)
 	return n;
 }
 
+/* Check a stored node of a tree with VALUE_SIZE: its level, entry size and
+ * fanout, and that its length matches its bitmap.  -EIO if malformed. */
+static int node_parse(const uint8_t *b, size_t len, uint32_t value_size, int expect_level, unsigned *ret_level,
+		      unsigned *ret_fanout, unsigned *ret_esize)
+{
+	if (len < NODE_HDR || cow_get_le32(b) != NODE_MAGIC || b[4] != NODE_VERSION)
+		return -EIO;
+	unsigned level = b[5];
+	unsigned esize = cow_get_le16(b + 6), fanout = cow_get_le16(b + 8);
+	if ((expect_level >= 0 && (int)level != expect_level) || level > 8)
+		return -EIO;
+	if (level ? (esize != COW_HASH_SIZE || fanout != KIDS) : (esize != value_size || fanout != 8192 / value_size))
+		return -EIO;
+	size_t bm = fanout / 8;
+	if (len < NODE_HDR + bm)
+		return -EIO;
+	const uint8_t *bitmap = b + NODE_HDR;
+	size_t present = 0;
+	for (unsigned i = 0; i < fanout; i++)
+		present += bitmap[i / 8] >> (i % 8) & 1;
+	if (len != NODE_HDR + bm + present * esize)
+		return -EIO;
+	*ret_level = level;
+	*ret_fanout = fanout;
+	*ret_esize = esize;
+	return 0;
+}
+
 static int node_load(struct cow_tree *t, const cow_hash *h, int expect_level, struct tnode **ret)
 {
 	void *buf;
@@ -97,24 +125,15 @@ static int node_load(struct cow_tree *t, const cow_hash *h, int expect_level, st
 	if (r < 0)
 		return r;
 	const uint8_t *b = buf;
-	r = -EIO;
-	if (len < NODE_HDR || cow_get_le32(b) != NODE_MAGIC || b[4] != NODE_VERSION)
-		goto bad;
-	unsigned level = b[5];
-	unsigned esize = cow_get_le16(b + 6), fanout = cow_get_le16(b + 8);
-	if ((expect_level >= 0 && (int)level != expect_level) || level > 8)
-		goto bad;
-	if (level ? (esize != COW_HASH_SIZE || fanout != KIDS) : (esize != t->value_size || fanout != t->leaf_fanout))
-		goto bad;
-	size_t bm = fanout / 8;
-	if (len < NODE_HDR + bm)
-		goto bad;
-	const uint8_t *bitmap = b + NODE_HDR, *e = bitmap + bm;
-	size_t present = 0;
-	for (unsigned i = 0; i < fanout; i++)
-		present += bitmap[i / 8] >> (i % 8) & 1;
-	if (len != NODE_HDR + bm + present * esize)
-		goto bad;
+	unsigned level, fanout, esize;
+	r = node_parse(b, len, t->value_size, expect_level, &level, &fanout, &esize);
+	if (r < 0) {
+		char hex[65];
+		cow_hash_to_hex(h, hex);
+		cow_err("tree node %s is malformed", hex);
+		goto out;
+	}
+	const uint8_t *bitmap = b + NODE_HDR, *e = bitmap + fanout / 8;
 	struct tnode *n = node_new(t, level);
 	if (!n) {
 		r = -ENOMEM;
@@ -131,15 +150,40 @@ static int node_load(struct cow_tree *t, const cow_hash *h, int expect_level, st
 	}
 	n->hash = *h;
 	*ret = n;
-	r = 0;
-	goto out;
-bad:;
-	char hex[65];
-	cow_hash_to_hex(h, hex);
-	cow_err("tree node %s is malformed", hex);
 out:
 	free(buf);
 	return r;
+}
+
+int cow_tree_node_decode(const void *buf, size_t len, uint32_t value_size, int expect_level, unsigned *ret_level,
+			 cow_tree_entry_fn fn, void *ctx)
+{
+	if (value_size < 8 || value_size > 1024 || (value_size & (value_size - 1)))
+		return -EINVAL;
+	const uint8_t *b = buf;
+	unsigned level, fanout, esize;
+	int r = node_parse(b, len, value_size, expect_level, &level, &fanout, &esize);
+	if (r < 0)
+		return r;
+	*ret_level = level;
+	const uint8_t *bitmap = b + NODE_HDR, *e = bitmap + fanout / 8;
+	for (unsigned i = 0; fn && i < fanout; i++) {
+		if (!(bitmap[i / 8] >> (i % 8) & 1))
+			continue;
+		if ((r = fn(ctx, i, e)) < 0)
+			return r;
+		e += esize;
+	}
+	return 0;
+}
+
+uint64_t cow_tree_slot_key(uint32_t value_size, unsigned level, uint64_t base, unsigned slot)
+{
+	unsigned leaf_bits = __builtin_ctz(8192 / value_size);
+	if (level == 0)
+		return base + slot;
+	unsigned sb = leaf_bits + KID_BITS * (level - 1);
+	return sb >= 64 ? base : base + ((uint64_t)slot << sb);
 }
 
 int cow_tree_open(struct cow_store *s, const cow_hash *root, uint32_t value_size, struct cow_tree **ret)

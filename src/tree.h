@@ -44,4 +44,17 @@ bool cow_tree_dirty(const struct cow_tree *t);
 void cow_tree_trim(struct cow_tree *t);
 /* Bytes of node memory held. */
 size_t cow_tree_mem(const struct cow_tree *t);
+
+/* For walkers that visit stored nodes one at a time (walk.h), without a
+ * cow_tree: decode node object BUF of a tree with VALUE_SIZE (EXPECT_LEVEL
+ * < 0: any level), set *RET_LEVEL, and call FN for each present entry with
+ * its slot and bytes (a child's hash in an interior node, a value in a
+ * leaf; FN may be NULL to check the node only).  -EIO if malformed
+ * (quietly), else FN's first error. */
+typedef int (*cow_tree_entry_fn)(void *ctx, unsigned slot, const uint8_t *entry);
+int cow_tree_node_decode(const void *buf, size_t len, uint32_t value_size, int expect_level, unsigned *ret_level,
+			 cow_tree_entry_fn fn, void *ctx);
+/* The first key under SLOT of a node at LEVEL whose first key is BASE (in a
+ * leaf, the key of the value in SLOT). */
+uint64_t cow_tree_slot_key(uint32_t value_size, unsigned level, uint64_t base, unsigned slot);
 #endif

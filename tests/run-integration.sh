@@ -8,6 +8,8 @@
 #   tests/install.sh      make install/uninstall, systemd units (verify, readiness), fstab, man pages
 #   tests/branch.sh       branches: isolation, a branch of a running Postgres, bad input
 #   tests/lifecycle.sh    snapshots, restore, delete/undelete, expiry, protection
+#   tests/gc.sh           cowfs df, gc and fsck: own/shared bytes, space reclaimed, gc under
+#                         pgbench load and a kill -9 during gc lose nothing, fsck names bad blocks
 #   tests/pg/basic.sh     Postgres load, clean umount/remount, same data, pg_amcheck clean
 #   tests/pg/crash.sh     kill -9 of the daemon / of Postgres loses no acknowledged commit
 #   tests/pg/helper.sh    cowfs pg: ports, start/stop as the owner, reset, on demand, bad input
@@ -36,7 +38,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 	die "PostgreSQL 15 server binaries not found in $PGBIN (initdb, pgbench, pg_amcheck): install postgresql-15"
 export PGBIN
 
-TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/install.sh tests/branch.sh tests/lifecycle.sh tests/pg/basic.sh tests/pg/crash.sh tests/pg/helper.sh tests/git.sh tests/ci.sh tests/seeds.sh"}
+TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/install.sh tests/branch.sh tests/lifecycle.sh tests/gc.sh tests/pg/basic.sh tests/pg/crash.sh tests/pg/helper.sh tests/git.sh tests/ci.sh tests/seeds.sh"}
 passed=0 failed=0 failed_names=
 for t in $TESTS; do
 	if [ ! -f "$t" ]; then

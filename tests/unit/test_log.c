@@ -1,6 +1,7 @@
 /* Unit tests of the log: append and read back, recovery from a log cut at
  * every record boundary and inside every record, a crash that garbles
- * unsynced writes, sticky sync failures, and group commit. */
+ * unsynced writes, sticky sync failures, group commit, and the segments GC
+ * drops (told apart from segments lost by accident). */
 #include <pthread.h>
 #include <sys/uio.h>
 
@@ -453,6 +454,135 @@ START_TEST(test_newer_segment_version_refused)
 }
 END_TEST
 
+/* Four segments, records 1..4 in segment k; returns the log open. */
+static struct cow_log *four_segments(const char *dir, uint64_t *pos)
+{
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	uint8_t buf[100];
+	for (int k = 0; k < 4; k++) {
+		if (k)
+			ck_assert_int_eq(cow_log_roll(log), 0);
+		memset(buf, k + 1, sizeof buf);
+		struct iovec iov = { buf, sizeof buf };
+		ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &pos[k]), 0);
+		ck_assert_uint_eq(COW_LOG_POS_SEG(pos[k]), k + 1);
+	}
+	/* an empty head is not rolled again */
+	ck_assert_int_eq(cow_log_sync(log), 0);
+	return log;
+}
+
+START_TEST(test_drop_segments)
+{
+	char *tmp = tu_tmpdir(), dir[512];
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	uint64_t pos[4];
+	struct cow_log *log = four_segments(dir, pos);
+	struct cow_log_segment *v;
+	size_t n;
+	ck_assert_int_eq(cow_log_segments(log, &v, &n), 0);
+	ck_assert_uint_eq(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(v[i].seg, i + 1);
+		ck_assert_uint_eq(v[i].used, COW_LOG_SEG_HDR + 16 + 104);
+	}
+	free(v);
+	/* the head cannot be dropped, nor anything twice */
+	uint32_t bad[] = { 4 };
+	ck_assert_int_eq(cow_log_drop(log, bad, 1), -EINVAL);
+	uint32_t drop[] = { 1, 3 };
+	ck_assert_int_eq(cow_log_drop(log, drop, 2), 0);
+	ck_assert_int_eq(cow_log_drop(log, drop, 1), -EINVAL);
+	uint8_t b;
+	ck_assert_int_eq(cow_log_read(log, pos[0], 0, &b, 1), -ESTALE);
+	ck_assert_int_eq(cow_log_read(log, pos[1], 0, &b, 1), 0);
+	ck_assert_int_eq(b, 2);
+	ck_assert_int_eq(cow_log_segments(log, &v, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(v[0].seg, 2);
+	ck_assert_uint_eq(v[1].seg, 4);
+	free(v);
+	struct seen s = { 0 };
+	ck_assert_int_eq(cow_log_scan(log, COW_LOG_POS(1, 0), collect, &s), 0);
+	ck_assert_int_eq(s.n, 2);
+	cow_log_close(log);
+	/* reopen: the gaps are accepted, the records of dropped segments are gone */
+	char path[600];
+	snprintf(path, sizeof path, "%s/%016x.seg", dir, 1);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	memset(&s, 0, sizeof s);
+	ck_assert_int_eq(cow_log_open(dir, collect, &s, &log), 0);
+	ck_assert_int_eq(s.n, 2);
+	ck_assert_int_eq(s.first[0], 2);
+	ck_assert_int_eq(s.first[1], 4);
+	/* appends go on at the head */
+	uint64_t p;
+	struct iovec iov = { &b, 1 };
+	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
+	ck_assert_uint_eq(COW_LOG_POS_SEG(p), 4);
+	cow_log_close(log);
+	/* a segment that went missing without being dropped is still damage */
+	snprintf(path, sizeof path, "%s/%016x.seg", dir, 2);
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), -EBADMSG);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+END_TEST
+
+START_TEST(test_drop_interrupted_before_unlink)
+{
+	/* A crash after the dropped set was written but before the unlink:
+	 * open removes the segment without reading it. */
+	char *tmp = tu_tmpdir(), dir[512], path[600], saved[600];
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	uint64_t pos[4];
+	struct cow_log *log = four_segments(dir, pos);
+	snprintf(path, sizeof path, "%s/%016x.seg", dir, 2);
+	snprintf(saved, sizeof saved, "%s/saved", tmp);
+	ck_assert_int_eq(link(path, saved), 0);
+	uint32_t drop[] = { 2 };
+	ck_assert_int_eq(cow_log_drop(log, drop, 1), 0);
+	cow_log_close(log);
+	ck_assert_int_eq(rename(saved, path), 0);
+	struct seen s = { 0 };
+	ck_assert_int_eq(cow_log_open(dir, collect, &s, &log), 0);
+	ck_assert_int_eq(s.n, 3);
+	ck_assert_int_eq(s.first[0], 1);
+	ck_assert_int_eq(s.first[1], 3);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	cow_log_close(log);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+END_TEST
+
+START_TEST(test_dropped_set_damaged_refused)
+{
+	char *tmp = tu_tmpdir(), dir[512], path[600];
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	uint64_t pos[4];
+	struct cow_log *log = four_segments(dir, pos);
+	uint32_t drop[] = { 1, 2 };
+	ck_assert_int_eq(cow_log_drop(log, drop, 2), 0);
+	cow_log_close(log);
+	snprintf(path, sizeof path, "%s/dropped", dir);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_size, 16 + 8 + 4); /* one range, 1..2 */
+	tu_flip_byte(path, 17);
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), -EBADMSG);
+	tu_flip_byte(path, 17);
+	/* repaired, it opens again */
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	cow_log_close(log);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("log");
@@ -467,6 +597,9 @@ int main(void)
 	tcase_add_test(tc, test_scan_while_appending);
 	tcase_add_test(tc, test_missing_segment_refused);
 	tcase_add_test(tc, test_newer_segment_version_refused);
+	tcase_add_test(tc, test_drop_segments);
+	tcase_add_test(tc, test_drop_interrupted_before_unlink);
+	tcase_add_test(tc, test_dropped_set_damaged_refused);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }

@@ -1,0 +1,268 @@
+#include "gc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "store.h"
+#include "util.h"
+#include "walk.h"
+
+struct cow_gc {
+	struct cow_store *s;
+	struct cow_gc_opts o;
+	struct timespec t0;
+	struct cow_gc_stats st;
+	uint64_t *seg_live;      /* live record bytes per segment number, after the mark */
+	struct cow_gc_root *roots;
+	size_t nroots;
+	uint64_t *own;           /* per root number, during the tally */
+	bool marked;
+};
+
+static uint64_t disk_of(const struct cow_log_segment *v, size_t n, uint32_t *ret_count)
+{
+	uint64_t d = 0;
+	for (size_t i = 0; i < n; i++)
+		d += v[i].disk;
+	if (ret_count)
+		*ret_count = (uint32_t)n;
+	return d;
+}
+
+int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow_gc **ret)
+{
+	struct cow_gc *g = calloc(1, sizeof *g);
+	if (!g)
+		return -ENOMEM;
+	g->s = s;
+	g->o = *opts;
+	if (!g->o.threshold)
+		g->o.threshold = COW_GC_THRESHOLD_DEFAULT;
+	if (g->o.threshold > 100) {
+		free(g);
+		return -EINVAL;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &g->t0);
+	struct cow_log_segment *v;
+	size_t n;
+	int r = cow_store_segments(s, &v, &n);
+	if (r < 0) {
+		free(g);
+		return r;
+	}
+	g->st.disk_before = disk_of(v, n, &g->st.segments_before);
+	free(v);
+	if ((r = cow_store_mark_begin(s)) < 0) {
+		free(g);
+		return r;
+	}
+	/* What was appended so far goes into segments no longer appended to,
+	 * so that the sweep can reach all of it. */
+	if (!g->o.mark_only && (r = cow_store_roll(s)) < 0) {
+		cow_store_mark_end(s);
+		free(g);
+		return r;
+	}
+	*ret = g;
+	return 0;
+}
+
+static int walk_progress(void *ctx, uint64_t objects, uint64_t bytes)
+{
+	struct cow_gc *g = ctx;
+	struct cow_gc_progress p = { .phase = "mark", .done = objects, .bytes = bytes };
+	return g->o.progress ? g->o.progress(g->o.ctx, &p) : 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t rec_bytes(uint32_t len) { return (COW_LOG_REC_HDR + COW_HASH_SIZE + (uint64_t)len + 7) & ~7ull; }
+
+static void tally(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_t owner)
+{
+	struct cow_gc *g = ctx;
+	if (!(flags & (COW_MARK_SEEN | COW_MARK_PUT)))
+		return;
+	g->seg_live[COW_LOG_POS_SEG(pos)] += rec_bytes(len);
+	if ((flags & COW_MARK_SEEN) && !(flags & COW_MARK_SHARED) && owner >= 1 && owner <= g->nroots)
+		g->own[owner] += len;
+}
+
+static void tally_restart(void *ctx)
+{
+	struct cow_gc *g = ctx;
+	memset(g->seg_live, 0, COW_LOG_MAX_SEGMENTS * sizeof *g->seg_live);
+	memset(g->own, 0, (g->nroots + 1) * sizeof *g->own);
+}
+
+int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n)
+{
+	if (n > COW_MARK_ROOT_MAX)
+		return -E2BIG;
+	struct cow_walk *w;
+	int r = cow_walk_new(g->s, 0, &w);
+	if (r < 0)
+		return r;
+	cow_walk_set_progress_fn(w, walk_progress, g);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = cow_walk_root(w, (uint32_t)i + 1, &roots[i].root, &roots[i].logical_bytes);
+	struct cow_walk_stats ws;
+	cow_walk_get_stats(w, &ws);
+	cow_walk_free(w);
+	g->st.objects_reached = ws.reached;
+	g->st.missing = ws.missing;
+	g->st.damaged = ws.damaged;
+	if (r < 0)
+		return r;
+	if (ws.missing || ws.damaged)
+		cow_warn("gc: %llu data blocks reached are missing and %llu damaged; their files read EIO there. "
+			 "Run cowfs fsck to name them", (unsigned long long)ws.missing,
+			 (unsigned long long)ws.damaged);
+	g->seg_live = calloc(COW_LOG_MAX_SEGMENTS, sizeof *g->seg_live);
+	g->own = calloc(n + 1, sizeof *g->own);
+	if (!g->seg_live || !g->own)
+		return -ENOMEM;
+	g->roots = roots;
+	g->nroots = n;
+	if ((r = cow_store_tally(g->s, tally, tally_restart, g)) < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		roots[i].own_bytes = g->own[i + 1];
+		roots[i].shared_bytes = roots[i].logical_bytes > roots[i].own_bytes
+						? roots[i].logical_bytes - roots[i].own_bytes
+						: 0;
+	}
+	struct cow_log_segment *v;
+	size_t nv;
+	if ((r = cow_store_segments(g->s, &v, &nv)) < 0)
+		return r;
+	for (size_t i = 0; i < nv; i++) {
+		uint64_t live = g->seg_live[v[i].seg];
+		g->st.log_bytes += v[i].used;
+		g->st.live_bytes += live;
+		if (i + 1 < nv && v[i].disk > live)
+			g->st.reclaimable_bytes += v[i].disk - live;
+	}
+	free(v);
+	g->marked = true;
+	return 0;
+}
+
+struct cand {
+	uint32_t seg;
+	uint64_t live, size;
+};
+
+static int by_live_share(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	/* x->live / x->size < y->live / y->size, without division */
+	unsigned __int128 l = (unsigned __int128)x->live * y->size, r = (unsigned __int128)y->live * x->size;
+	return l < r ? -1 : l > r;
+}
+
+int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
+{
+	if (!g->marked || g->o.mark_only)
+		return -EINVAL;
+	struct cow_log_segment *v;
+	size_t n;
+	int r = cow_store_segments(g->s, &v, &n);
+	if (r < 0)
+		return r;
+	/* Not the head, nor anything a live branch may still replay. */
+	uint32_t stop = COW_MIN(COW_LOG_POS_SEG(limit), v[n - 1].seg);
+	uint32_t *todo = malloc(n * sizeof *todo);
+	struct cand *kept = malloc(n * sizeof *kept);
+	size_t ntodo = 0, nkept = 0;
+	if (!todo || !kept) {
+		free(v);
+		free(todo);
+		free(kept);
+		return -ENOMEM;
+	}
+	uint64_t garbage = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].seg >= stop)
+			break;
+		uint64_t live = g->seg_live[v[i].seg];
+		uint64_t size = COW_MAX(v[i].disk, (uint64_t)v[i].used);
+		/* A segment filled less than a quarter is what an earlier run
+		 * left at the head when it rolled: its live data join the head,
+		 * so that such segments do not pile up. */
+		if (live == 0 || live * 100 < size * g->o.threshold || v[i].used < COW_LOG_SEGMENT_MAX / 4) {
+			todo[ntodo++] = v[i].seg;
+		} else {
+			kept[nkept++] = (struct cand){ v[i].seg, live, size };
+			garbage += size > live ? size - live : 0;
+		}
+	}
+	free(v);
+	/* Then the sparsest of the others, until the garbage left is at most
+	 * COW_GC_SLACK_PCT % of the live data: a deleted branch's data that
+	 * share segments with live data are reclaimed too. */
+	qsort(kept, nkept, sizeof *kept, by_live_share);
+	for (size_t i = 0; i < nkept && garbage * 100 > g->st.live_bytes * COW_GC_SLACK_PCT; i++) {
+		todo[ntodo++] = kept[i].seg;
+		garbage -= kept[i].size > kept[i].live ? kept[i].size - kept[i].live : 0;
+	}
+	free(kept);
+	qsort(todo, ntodo, sizeof *todo, cmp_u32);
+	struct cow_store_sweep acc = { 0 };
+	for (size_t i = 0; i < ntodo && r == 0; i++) {
+		if (g->o.progress) {
+			struct cow_gc_progress p = { .phase = "sweep", .done = i, .total = ntodo, .bytes = acc.moved_bytes };
+			if (g->o.progress(g->o.ctx, &p)) {
+				r = -ECANCELED;
+				break;
+			}
+		}
+		r = cow_store_relocate(g->s, todo[i], &acc);
+		if (r == 0) {
+			g->st.segments_kept_damaged++;
+			cow_warn("gc: segment %u kept: it holds a damaged object that is still reached", todo[i]);
+		} else if (r == 1) {
+			r = cow_store_drop_segments(g->s, &todo[i], 1);
+			if (r == 0)
+				g->st.segments_rewritten++;
+		}
+	}
+	if (r == 0 && g->o.progress) {
+		struct cow_gc_progress p = { .phase = "sweep", .done = ntodo, .total = ntodo, .bytes = acc.moved_bytes };
+		g->o.progress(g->o.ctx, &p);
+	}
+	free(todo);
+	g->st.moved_objects += acc.moved_objects;
+	g->st.moved_bytes += acc.moved_bytes;
+	g->st.dropped_objects += acc.dropped_objects;
+	g->st.dropped_bytes += acc.dropped_bytes;
+	return r;
+}
+
+void cow_gc_end(struct cow_gc *g, struct cow_gc_stats *ret)
+{
+	if (!g)
+		return;
+	cow_store_mark_end(g->s);
+	struct cow_log_segment *v;
+	size_t n;
+	if (cow_store_segments(g->s, &v, &n) == 0) {
+		g->st.disk_after = disk_of(v, n, &g->st.segments_after);
+		free(v);
+	}
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	g->st.seconds = (double)(t1.tv_sec - g->t0.tv_sec) + (t1.tv_nsec - g->t0.tv_nsec) / 1e9;
+	if (ret)
+		*ret = g->st;
+	free(g->seg_live);
+	free(g->own);
+	free(g);
+}

@@ -1,0 +1,98 @@
+/* gc — garbage collection and storage accounting of a store's log.
+ *
+ * Mark: one mark pass of the store (store.h) walks every root (walk.h).  An
+ * object no root reaches, and that no put named during the pass, is
+ * garbage.  The marks give, per root, its logical bytes, the bytes it alone
+ * reaches (own) and the rest (shared: held in common with other roots, or
+ * stored once for several of its own files); and per segment its live
+ * bytes.
+ *
+ * Sweep: every segment below the sweep limit whose live records take less
+ * than the threshold share of its size on disk, or that is filled less than
+ * a quarter (an earlier run's head: so that they coalesce), is rewritten;
+ * then more of the others, sparsest first, until the garbage left in them is
+ * at most COW_GC_SLACK_PCT % of the live data (so that a deleted branch's
+ * data are reclaimed also where they share segments with live data).  To
+ * rewrite a segment: its live
+ * objects are copied to the head of the log, the log is synced, and the
+ * segment is added to the dropped set and unlinked (cow_store_relocate,
+ * cow_store_drop_segments).  Metadata records are not copied: the limit is
+ * the lowest replay position (log_pos) of any live branch, which the caller
+ * moves to the log's end by checkpointing every branch after cow_gc_begin.
+ * A crash at any point loses nothing: until its drop a segment is intact,
+ * and the copies are durable before it.  Writers go on meanwhile: the pass
+ * marks what they put, and reads racing with a drop look the object up
+ * again.
+ *
+ * Calling sequence (fs.c drives it; one pass at a time in a store):
+ *   cow_gc_begin(store, opts, &g)   roll the log (unless mark_only), so that
+ *                                   all data so far is sweepable; begin the
+ *                                   pass: from now on puts are marked
+ *   ... the caller checkpoints every live branch and collects every root ...
+ *   cow_gc_mark(g, roots, n)        walk them; fills in each root's bytes
+ *   cow_gc_sweep(g, limit)          unless mark_only
+ *   cow_gc_end(g, &stats)           end the pass, free
+ * Errors: -EBUSY (a pass is under way), -EIO (a root's tree cannot be
+ * followed: nothing is swept, run fsck), -ECANCELED (the progress function
+ * asked to stop; what was swept stays swept), -ENOSPC, -ENOMEM.
+ */
+#ifndef COW_GC_H
+#define COW_GC_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+
+struct cow_store;
+struct cow_gc;
+
+#define COW_GC_THRESHOLD_DEFAULT 50
+#define COW_GC_SLACK_PCT 5
+
+struct cow_gc_progress {
+	const char *phase;       /* "mark" or "sweep" */
+	uint64_t done, total;    /* mark: objects reached (total 0); sweep: segments */
+	uint64_t bytes;          /* sweep: bytes moved so far */
+};
+/* A non-zero return stops the run (-ECANCELED). */
+typedef int (*cow_gc_progress_fn)(void *ctx, const struct cow_gc_progress *p);
+
+struct cow_gc_opts {
+	unsigned threshold;      /* percent (1..100): rewrite a segment whose live
+				  * records are below this share of its size on
+				  * disk; 0: COW_GC_THRESHOLD_DEFAULT */
+	bool mark_only;          /* accounting: mark and count, sweep nothing */
+	cow_gc_progress_fn progress;
+	void *ctx;
+};
+
+struct cow_gc_root {
+	cow_hash root;           /* in: a branch root object (zero: empty) */
+	uint64_t logical_bytes;  /* out (walk.h) */
+	uint64_t own_bytes;      /* out: objects no other root reaches */
+	uint64_t shared_bytes;   /* out: logical_bytes - own_bytes */
+};
+
+struct cow_gc_stats {
+	double seconds;
+	uint32_t segments_before, segments_after;
+	uint32_t segments_rewritten;     /* dropped after their live objects were moved */
+	uint32_t segments_kept_damaged;  /* left alone: a damaged object is still reached */
+	uint64_t disk_before, disk_after; /* segment files, bytes allocated on disk */
+	uint64_t log_bytes;              /* bytes of records in them (at the mark) */
+	uint64_t live_bytes;             /* of which records of live objects */
+	uint64_t reclaimable_bytes;      /* disk bytes of segments below the head not live */
+	uint64_t moved_objects, moved_bytes;
+	uint64_t dropped_objects, dropped_bytes;
+	uint64_t objects_reached;
+	uint64_t missing, damaged;       /* data blocks reached but missing or damaged */
+};
+
+int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow_gc **ret);
+int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n);
+/* Sweep segments below the segment of position LIMIT. */
+int cow_gc_sweep(struct cow_gc *g, uint64_t limit);
+/* End the pass; RET (may be NULL) gets the figures. */
+void cow_gc_end(struct cow_gc *g, struct cow_gc_stats *ret);
+#endif

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# tests/gc.sh — storage accounting, GC and fsck on a mount with real Postgres:
+#   df: a fresh branch of a running cluster owns next to nothing and shares
+#     everything; N MiB written on it become its own (N to N+2 MiB); a child
+#     of it then owns next to nothing, and the parent's N MiB are shared;
+#   gc reclaims deleted branches: after a branch that rewrote a table
+#     (VACUUM FULL) is deleted, the segment files on disk shrink back to
+#     within 5 % of their size before the branch; fsck is clean;
+#   gc (rewriting every segment with garbage, three times) while pgbench and
+#     a writer of acknowledged commits run on main and pgbench on another
+#     branch, and a third branch is written and deleted: no failed
+#     transaction, every acknowledged commit present, TPC-B invariant,
+#     pg_amcheck clean, the same fingerprints after a remount;
+#   kill -9 of the daemon in the middle of a gc: the store mounts again,
+#     the data is the same, fsck is clean, a gc then completes;
+#   a flipped byte in a table's block of an unmounted store: cowfs fsck
+#     (opening the store itself) names the branch and the table's file and
+#     exits 1; an offline gc still runs and keeps the damaged data.
+source "$(dirname "$0")/lib.sh"
+source "$TESTS_DIR/pg/pglib.sh"
+cowfs_require
+
+C=$COWFS_BIN/cowfs
+MiB=1048576
+tmpdir_new T
+store=$T/store mnt=$T/mnt
+mkdir -p "$mnt"
+store_init "$store" postgres >/dev/null || fail "cowfs init"
+cowfs_mount "$store" "$mnt" || fail "mount"
+br() { "$C" branch "$@" --store "$store"; }
+
+# bytes of segment files on disk (allocated, as du counts them)
+seg_bytes() {
+	python3 -c 'import glob, os, sys; print(sum(os.stat(f).st_blocks * 512 for f in glob.glob(sys.argv[1] + "/segments/*.seg")))' "$store"
+}
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+# df_get REF FIELD: from the JSON of `cowfs df` in $DF
+df_get() {
+	python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+print([r for r in d["refs"] if r["name"] == sys.argv[2]][0][sys.argv[3]])' "$DF" "$1" "$2"
+}
+df_now() { DF=$("$C" df --store "$store" --json) || fail "cowfs df: $DF"; }
+# start Postgres on DATA on a free port, stored in VAR (a port can be taken
+# between the check and the bind by other tests of the machine: try again)
+pg_start_free() {
+	local p _
+	for _ in 1 2 3; do
+		p=$(pg_free_port) || return 1
+		if pg_start "$1" "$p"; then
+			printf -v "$2" '%s' "$p"
+			return 0
+		fi
+		grep -q "Address already in use" "/tmp/cowfs-pg-$p.log" || break
+	done
+	pg_log_tail "$p"
+	return 1
+}
+
+# pg_amcheck_all, run a second time on a cluster: the extension is there already
+amcheck_clean() {
+	pg_amcheck_all "$1" && return 0
+	AMCHECK_OUT=$(printf '%s\n' "$AMCHECK_OUT" | grep -v '^NOTICE:  extension "amcheck" already exists, skipping$')
+	[ -z "$AMCHECK_OUT" ] && runuser -u postgres -- "$PGBIN/pg_amcheck" -h /tmp -p "$1" -U postgres --all \
+		--heapallindexed >/dev/null 2>&1
+}
+
+pgm=$mnt/main
+pg_initdb "$pgm" || fail "initdb"
+pg_start_free "$pgm" port || fail "start Postgres on main"
+psql_q "$port" "CREATE TABLE acked (id bigint PRIMARY KEY)" || fail "create table"
+pgb "$port" -i -s 5 -q >/dev/null 2>&1 || fail "pgbench -i"
+pass "Postgres on main with pgbench data (scale 5)"
+
+# --- df: own and shared bytes -------------------------------------------------
+br create acct >/dev/null || fail "branch create acct"
+df_now
+own0=$(df_get acct own_bytes) logical=$(df_get acct logical_bytes) shared=$(df_get acct shared_bytes)
+[ "$own0" -lt $MiB ] || fail "a fresh branch owns $(mib "$own0")"
+[ "$shared" -ge $((logical * 99 / 100)) ] && [ "$logical" -gt $((50 * MiB)) ] ||
+	fail "a fresh branch shares $(mib "$shared") of its $(mib "$logical")"
+pass "a fresh branch of a running cluster: $(mib "$logical") logical, owns $own0 bytes, shares $(mib "$shared")"
+N=40
+dd if=/dev/urandom of="$mnt/acct/new.dat" bs=1M count=$N conv=fsync status=none || fail "write on acct"
+df_now
+own1=$(df_get acct own_bytes)
+grow=$((own1 - own0))
+[ "$grow" -ge $((N * MiB)) ] && [ "$grow" -le $(((N + 2) * MiB)) ] ||
+	fail "after writing $N MiB on acct its own bytes grew by $(mib "$grow")"
+pass "after writing $N MiB on acct, its own bytes grew by $(mib "$grow")"
+br create acct2 --from acct >/dev/null || fail "branch create acct2"
+df_now
+own2=$(df_get acct2 own_bytes) sh2=$(df_get acct2 shared_bytes) own1b=$(df_get acct own_bytes)
+[ "$own2" -lt $MiB ] || fail "a fresh child of acct owns $(mib "$own2")"
+[ "$own1b" -lt $MiB ] || fail "acct still owns $(mib "$own1b") after its child took its data"
+[ "$sh2" -ge $((logical + N * MiB)) ] || fail "acct2 shares only $(mib "$sh2")"
+pass "a fresh child of acct owns $own2 bytes and shares $(mib "$sh2"); acct's own bytes drop to $own1b"
+"$C" df --store "$store" | sed 's/^/    /'
+br delete acct2 >/dev/null && br delete acct >/dev/null || fail "delete acct, acct2"
+
+# --- gc reclaims a deleted branch that rewrote a table ---------------------------
+pg_stop "$pgm" || fail "stop main"
+b0=$(seg_bytes)
+out=$("$C" gc --store "$store") || fail "cowfs gc: $out"
+echo "    $out"
+b1=$(seg_bytes)
+[ "$b1" -le $((b0 - N * MiB)) ] || fail "gc after deleting acct: $(mib "$b0") -> $(mib "$b1"), less than $N MiB reclaimed"
+pass "gc reclaimed the deleted branches: $(mib "$b0") -> $(mib "$b1") of segment files"
+s0=$(seg_bytes)
+br create rw >/dev/null || fail "branch create rw"
+pg_start_free "$mnt/rw" port2 || fail "start Postgres on rw"
+psql_q "$port2" "VACUUM FULL pgbench_accounts" || fail "VACUUM FULL on rw"
+psql_q "$port2" "UPDATE pgbench_accounts SET abalance = abalance + 1" || fail "UPDATE on rw"
+psql_q "$port2" "CHECKPOINT" || fail "CHECKPOINT on rw"
+pg_stop "$mnt/rw" || fail "stop rw"
+s1=$(seg_bytes)
+[ "$s1" -gt $((s0 + 100 * MiB)) ] || fail "rewriting pgbench_accounts twice grew the store by $(mib $((s1 - s0))) only"
+br delete rw >/dev/null || fail "delete rw"
+out=$("$C" gc --store "$store") || fail "cowfs gc: $out"
+echo "    $out"
+s2=$(seg_bytes)
+[ "$s2" -le $((s0 + s0 / 20)) ] || { ls -ls "$store/segments"; "$C" df --store "$store"; }
+[ "$s2" -le $((s0 + s0 / 20)) ] ||
+	fail "after deleting rw and gc the segment files take $(mib "$s2"), more than 5 % over $(mib "$s0") before the branch"
+pass "segment files: $(mib "$s0") before the branch, $(mib "$s1") after its table rewrites, $(mib "$s2") after delete and gc"
+out=$("$C" fsck --store "$store") || fail "fsck after gc: $out"
+echo "$out" | grep -q "clean" || fail "fsck after gc: $out"
+pass "fsck after gc: $out"
+
+# --- gc under load --------------------------------------------------------------
+pg_start "$pgm" "$port" || fail "restart main"
+br create side >/dev/null || fail "branch create side"
+pg_start_free "$mnt/side" port3 || fail "start Postgres on side"
+bg_start LOAD runuser -u postgres -- "$PGBIN/pgbench" -h /tmp -p "$port" -c 2 -j 2 -T 20 postgres >"$T/load.out" 2>&1
+bg_start LOAD2 runuser -u postgres -- "$PGBIN/pgbench" -h /tmp -p "$port3" -c 1 -T 20 postgres >"$T/load2.out" 2>&1
+bg_start WRITER "$TESTS_DIR/pg/acked_writer.sh" "$port" "$T/acked.txt" 2>"$T/writer.err"
+for i in 1 2 3; do
+	sleep 2
+	br create junk >/dev/null || fail "branch create junk"
+	dd if=/dev/urandom of="$mnt/junk/junk.dat" bs=1M count=30 conv=fsync status=none || fail "write on junk"
+	br delete junk >/dev/null || fail "delete junk"
+	out=$("$C" gc --store "$store" --threshold 100) || fail "gc $i under load: $out"
+	echo "    gc $i under load: $out"
+done
+bg_wait() { local i; for i in $(seq 1 "$2"); do _lib_alive "$1" || return 0; sleep 1; done; return 1; }
+bg_wait "$LOAD" 60 && bg_wait "$LOAD2" 60 || fail "pgbench did not finish"
+bg_kill "$WRITER"
+for f in load load2; do
+	grep -q "number of failed transactions: 0" "$T/$f.out" || { cat "$T/$f.out"; fail "pgbench ($f) during gc"; }
+done
+n=$(wc -l <"$T/acked.txt")
+[ "$n" -gt 0 ] || fail "no commit acknowledged during the load"
+missing=$(comm -23 <(sort "$T/acked.txt") <(psql_q "$port" "SELECT id FROM acked" | sort))
+[ -z "$missing" ] || fail "acknowledged ids missing after gc under load: $(echo "$missing" | head -n 10 | tr '\n' ' ')"
+pass "pgbench on main and side: no failed transaction; all $n acknowledged commits present"
+for p in "$port" "$port3"; do
+	pg_check_invariant "$p"
+	amcheck_clean "$p" || { echo "$AMCHECK_OUT" | head -20; fail "pg_amcheck on port $p after gc under load"; }
+done
+pass "pg_amcheck clean on main and side"
+f_main=$(pg_fingerprint "$port") f_side=$(pg_fingerprint "$port3")
+pg_stop "$pgm" && pg_stop "$mnt/side" || fail "stop"
+cowfs_umount "$mnt" && cowfs_mount "$store" "$mnt" || fail "remount"
+pg_start "$pgm" "$port" && pg_start "$mnt/side" "$port3" || fail "start after remount"
+[ "$(pg_fingerprint "$port")" = "$f_main" ] && [ "$(pg_fingerprint "$port3")" = "$f_side" ] ||
+	fail "fingerprints changed across a remount after gc"
+pass "the same fingerprints on main and side after a remount"
+pg_stop "$mnt/side" && pg_stop "$pgm" || fail "stop"
+
+# --- kill -9 of the daemon in the middle of a gc ----------------------------------
+br create junk >/dev/null || fail "branch create junk"
+dd if=/dev/urandom of="$mnt/junk/junk.dat" bs=1M count=100 conv=fsync status=none || fail "write on junk"
+dd if=/dev/urandom of="$pgm/junk.dat" bs=1M count=60 conv=fsync status=none || fail "write on main"
+br delete junk >/dev/null || fail "delete junk"
+rm "$pgm/junk.dat" # garbage after the gc's checkpoint
+dd if=/dev/urandom of="$pgm/keep.dat" bs=1M count=20 conv=fsync status=none || fail "write on main"
+sum_keep=$(sha256sum <"$pgm/keep.dat")
+bg_start GC "$C" gc --store "$store" --threshold 100 --json >"$T/gc-killed.out" 2>&1
+sleep 0.$(shuf -i 3-8 -n 1)
+_lib_alive "$GC" && state="while it ran" || state="after it ended (it was quicker)"
+cowfs_kill9 "$mnt" || fail "kill -9 of the daemon"
+bg_wait "$GC" 10 || fail "cowfs gc did not return after the daemon died"
+cowfs_clear_dead "$mnt" || fail "clear the dead mount"
+cowfs_mount "$store" "$mnt" || fail "mount after kill -9 during gc"
+[ "$(sha256sum <"$pgm/keep.dat")" = "$sum_keep" ] || fail "main/keep.dat changed across the kill -9 during gc"
+pg_start "$pgm" "$port" || fail "start main after the kill"
+[ "$(pg_fingerprint "$port")" = "$f_main" ] || fail "main's tables changed across the kill -9 during gc"
+amcheck_clean "$port" || { echo "$AMCHECK_OUT" | head -20; cat "$T/gc-killed.out"; fail "pg_amcheck after the kill -9 during gc (the kill came $state)"; }
+pass "kill -9 of the daemon $state: remounted, the same data, pg_amcheck clean"
+out=$("$C" fsck --store "$store") || fail "fsck after the kill: $out"
+out=$("$C" gc --store "$store") || fail "gc after the kill: $out"
+echo "    $out"
+pass "fsck clean and gc completes after the kill"
+
+# --- fsck names a flipped byte's branch and file, offline --------------------------
+rel=$(psql_q "$port" "SELECT pg_relation_filepath('pgbench_branches')") || fail "pg_relation_filepath"
+pg_stop "$pgm" || fail "stop main"
+head -c 8192 "$pgm/$rel" >"$T/block0"
+cowfs_umount "$mnt" || fail "umount"
+hit=$(python3 - "$store" "$T/block0" <<'PY'
+import glob, sys
+block = open(sys.argv[2], 'rb').read()
+for f in sorted(glob.glob(sys.argv[1] + '/segments/*.seg')):
+    data = open(f, 'rb').read()
+    at = data.find(block)
+    if at >= 0:
+        print(f, at + 4000)
+        break
+PY
+)
+[ -n "$hit" ] || fail "block 0 of $rel not found in the segments"
+read -r segfile off <<<"$hit"
+printf '\xff' | dd of="$segfile" bs=1 seek="$off" conv=notrunc status=none
+out=$("$C" fsck "$store" 2>&1); rc=$?
+echo "$out" | sed 's/^/    /'
+[ $rc -eq 1 ] || fail "fsck of a store with a flipped byte exited $rc"
+echo "$out" | grep -E "^branch main: /$rel \(inode [0-9]+\), block 0: data block" | grep -q "checksum" ||
+	fail "fsck does not name branch main, file /$rel, block 0"
+pass "fsck names the branch, the file and the block of a flipped byte, and exits 1"
+out=$("$C" gc "$store" 2>&1) || fail "offline gc on a store with a damaged block: $out"
+echo "$out" | grep -q "damaged blocks are still in use" || fail "gc does not mention the damaged block: $out"
+"$C" fsck "$store" >/dev/null 2>&1 && fail "fsck clean after gc: the damaged block was dropped"
+pass "offline gc runs around the damaged block and keeps it"
+echo "ok: gc.sh: all checks passed"

@@ -1,0 +1,607 @@
+/* Unit tests of storage accounting, GC and fsck on a store opened without a
+ * mount (fs.h):
+ *   - own and shared bytes: new data is owned by the branch that wrote it; a
+ *     fresh child shares everything and owns next to nothing;
+ *   - GC reclaims a deleted branch and overwritten blocks, and every branch
+ *     reads identically before, after, and after a reopen; fsck is clean;
+ *   - GC while writers overwrite (also with content that exists in the
+ *     segments being swept) and readers read: nothing lost;
+ *   - a crash at every sync GC makes (unsynced writes garbled): the store
+ *     reopens and every branch reads identically;
+ *   - fsck names the ref, path and block of a flipped byte, once per ref
+ *     that reaches it; GC then keeps the damaged segment. */
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "branch.h"
+#include "fs.h"
+#include "io.h"
+#include "log.h"
+#include "testutil.h"
+#include "util.h"
+
+#define MiB (1u << 20)
+
+struct env {
+	char *tmp, *path;
+	struct cow_fs *fs;
+};
+
+static void env_new(struct env *e)
+{
+	e->path = tu_store_path(&e->tmp);
+	ck_assert_int_eq(cow_fs_init(e->path, 0, 0), 0);
+	ck_assert_int_eq(cow_fs_open(e->path, &e->fs), 0);
+}
+
+static void env_reopen(struct env *e)
+{
+	ck_assert_int_eq(cow_fs_close(e->fs), 0);
+	ck_assert_int_eq(cow_fs_open(e->path, &e->fs), 0);
+}
+
+static void env_free(struct env *e)
+{
+	if (e->fs)
+		ck_assert_int_eq(cow_fs_close(e->fs), 0);
+	tu_rmrf(e->tmp);
+	free(e->tmp);
+	free(e->path);
+}
+
+static struct cow_branch *br(struct env *e, const char *name)
+{
+	unsigned slot;
+	ck_assert_int_eq(cow_fs_branch_find(e->fs, name, &slot), 0);
+	return cow_fs_branch(e->fs, slot);
+}
+
+static void branch_create(struct env *e, const char *name, const char *from)
+{
+	struct cow_ref ref;
+	ck_assert_int_eq(cow_fs_branch_create(e->fs, name, from, 0, &ref, NULL, NULL), 0);
+}
+
+/* Write LEN bytes of seeded noise at OFF of DIR/NAME (created if needed). */
+static void write_file(struct cow_branch *b, const char *name, off_t off, size_t len, uint64_t seed)
+{
+	struct cow_attr a;
+	int r = cow_branch_lookup(b, COW_ROOT_INO, name, &a);
+	if (r == -ENOENT)
+		r = cow_branch_mknod(b, COW_ROOT_INO, name, S_IFREG | 0644, 0, 0, 0, &a);
+	ck_assert_int_eq(r, 0);
+	uint8_t *buf = malloc(len);
+	tu_fill(buf, len, seed);
+	ck_assert_int_eq(cow_branch_write(b, a.ino, off, len, buf), (ssize_t)len);
+	cow_branch_forget(b, a.ino, 1);
+	free(buf);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h;
+}
+
+/* A checksum of a whole branch: names, types, sizes and bytes. */
+static uint64_t dump_dir(struct cow_branch *b, uint64_t ino, uint64_t h)
+{
+	struct cow_dirent *e;
+	size_t n;
+	ck_assert_int_eq(cow_branch_readdir(b, ino, &e, &n), 0);
+	uint8_t *buf = malloc(MiB);
+	for (size_t i = 2; i < n; i++) {
+		struct cow_attr a;
+		ck_assert_int_eq(cow_branch_getattr(b, e[i].ino, &a), 0);
+		h = fnv(h, e[i].name, strlen(e[i].name) + 1);
+		h = fnv(h, &a.mode, sizeof a.mode);
+		h = fnv(h, &a.size, sizeof a.size);
+		if (S_ISREG(a.mode))
+			for (uint64_t off = 0; off < a.size; off += MiB) {
+				ssize_t got = cow_branch_read(b, e[i].ino, off, MiB, buf);
+				ck_assert_int_eq(got, (ssize_t)COW_MIN((uint64_t)MiB, a.size - off));
+				h = fnv(h, buf, got);
+			}
+		if (S_ISDIR(a.mode))
+			h = dump_dir(b, e[i].ino, h);
+	}
+	free(buf);
+	cow_dirents_free(e, n);
+	return h;
+}
+
+static uint64_t dump_all(struct env *e)
+{
+	struct cow_ref *refs;
+	size_t n;
+	ck_assert_int_eq(cow_fs_branch_list(e->fs, &refs, &n), 0);
+	uint64_t sum = 0; /* in any order of the branches */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t h = fnv(1469598103934665603ull, refs[i].name, strlen(refs[i].name) + 1);
+		sum += dump_dir(br(e, refs[i].name), COW_ROOT_INO, h);
+	}
+	free(refs);
+	return sum;
+}
+
+static const struct cow_fs_ref_usage *usage_of(const struct cow_fs_usage *u, const char *name)
+{
+	for (size_t i = 0; i < u->nrefs; i++)
+		if (strcmp(u->refs[i].name, name) == 0)
+			return &u->refs[i];
+	ck_abort_msg("no ref %s in the usage", name);
+	return NULL;
+}
+
+struct fsck_seen {
+	int n;
+	char line[8][4500];
+	struct cow_fsck_problem p[8];
+};
+
+static void on_problem(void *ctx, const struct cow_fsck_problem *p)
+{
+	struct fsck_seen *f = ctx;
+	if (f->n < 8) {
+		cow_fsck_describe(p, f->line[f->n], sizeof f->line[0]);
+		fprintf(stderr, "fsck: %s\n", f->line[f->n]);
+		f->p[f->n] = *p;
+		f->n++;
+	}
+}
+
+static int fsck_problems(struct env *e, struct fsck_seen *f)
+{
+	memset(f, 0, sizeof *f);
+	struct cow_fsck_opts o = { .problem = on_problem, .ctx = f };
+	struct cow_fsck_stats st;
+	ck_assert_int_eq(cow_fs_fsck(e->fs, &o, &st), 0);
+	ck_assert_uint_eq(st.problems, (uint64_t)f->n);
+	ck_assert_uint_gt(st.objects, 0);
+	return f->n;
+}
+
+static struct cow_gc_stats gc(struct env *e, unsigned threshold)
+{
+	struct cow_gc_opts o = { .threshold = threshold };
+	struct cow_gc_stats st;
+	ck_assert_int_eq(cow_fs_gc(e->fs, &o, &st), 0);
+	return st;
+}
+
+START_TEST(test_usage_own_and_shared)
+{
+	struct env e;
+	env_new(&e);
+	write_file(br(&e, "main"), "a", 0, 4 * MiB, 1);
+	struct cow_fs_usage u;
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u), 0);
+	ck_assert_uint_eq(u.nrefs, 1);
+	const struct cow_fs_ref_usage *m = usage_of(&u, "main");
+	ck_assert_int_eq(m->kind, COW_REF_BRANCH);
+	ck_assert_uint_ge(m->own_bytes, 4 * MiB);
+	ck_assert_uint_lt(m->own_bytes, 4 * MiB + 64 * 1024);
+	ck_assert_uint_eq(m->logical_bytes, m->own_bytes);
+	ck_assert_uint_eq(m->shared_bytes, 0);
+	ck_assert_uint_ge(u.live_bytes, 4 * MiB);
+	ck_assert_uint_le(u.live_bytes, u.log_bytes);
+	cow_fs_usage_free(&u);
+
+	/* a fresh child shares everything */
+	branch_create(&e, "b", "main");
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u), 0);
+	ck_assert_uint_eq(u.nrefs, 2);
+	const struct cow_fs_ref_usage *b = usage_of(&u, "b");
+	m = usage_of(&u, "main");
+	ck_assert_uint_lt(b->own_bytes, 64 * 1024);
+	ck_assert_uint_lt(m->own_bytes, 64 * 1024);
+	ck_assert_uint_ge(b->shared_bytes, 4 * MiB);
+	ck_assert_uint_ge(b->logical_bytes, 4 * MiB);
+	cow_fs_usage_free(&u);
+
+	/* new data on b is b's own */
+	write_file(br(&e, "b"), "new", 0, 2 * MiB, 2);
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u), 0);
+	b = usage_of(&u, "b");
+	ck_assert_uint_ge(b->own_bytes, 2 * MiB);
+	ck_assert_uint_lt(b->own_bytes, 2 * MiB + 64 * 1024);
+	ck_assert_uint_ge(b->logical_bytes, 6 * MiB);
+	ck_assert_uint_lt(usage_of(&u, "main")->own_bytes, 64 * 1024);
+	cow_fs_usage_free(&u);
+
+	/* a child of b shares b's new data too */
+	branch_create(&e, "c", "b");
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u), 0);
+	ck_assert_uint_lt(usage_of(&u, "b")->own_bytes, 64 * 1024);
+	ck_assert_uint_lt(usage_of(&u, "c")->own_bytes, 64 * 1024);
+	ck_assert_uint_ge(usage_of(&u, "c")->shared_bytes, 6 * MiB);
+	cow_fs_usage_free(&u);
+
+	/* identical content in two files of one branch: logical counts both, own once */
+	write_file(br(&e, "main"), "copy", 0, 1 * MiB, 3);
+	write_file(br(&e, "main"), "copy2", 0, 1 * MiB, 3);
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u), 0);
+	m = usage_of(&u, "main");
+	ck_assert_uint_ge(m->own_bytes, 1 * MiB);
+	ck_assert_uint_lt(m->own_bytes, 1 * MiB + 64 * 1024);
+	ck_assert_uint_ge(m->logical_bytes, 6 * MiB);
+	uint64_t main_logical = m->logical_bytes;
+	cow_fs_usage_free(&u);
+
+	/* a branch create checkpoints its parent without writing the parent's
+	 * ref: what the parent wrote just before must still count as its own */
+	write_file(br(&e, "main"), "late", 0, 1 * MiB, 4);
+	branch_create(&e, "d", "main");
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u), 0);
+	ck_assert_uint_ge(usage_of(&u, "main")->logical_bytes, main_logical + MiB);
+	ck_assert_uint_ge(usage_of(&u, "d")->logical_bytes, main_logical + MiB);
+	cow_fs_usage_free(&u);
+	env_free(&e);
+}
+END_TEST
+
+START_TEST(test_gc_reclaims_and_keeps_everything_else)
+{
+	struct env e;
+	env_new(&e);
+	write_file(br(&e, "main"), "base", 0, 6 * MiB, 10);
+	branch_create(&e, "keep", "main");
+	write_file(br(&e, "keep"), "kept", 0, 1 * MiB, 11);
+	struct cow_gc_stats st = gc(&e, 0);
+	struct cow_fs_usage u0;
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u0), 0);
+	/* a branch that rewrites most of the data, then goes */
+	branch_create(&e, "x", "main");
+	write_file(br(&e, "x"), "base", 0, 6 * MiB, 20);
+	write_file(br(&e, "x"), "more", 0, 4 * MiB, 21);
+	/* and main overwrites a part of its own data a few times */
+	for (int i = 0; i < 3; i++)
+		write_file(br(&e, "main"), "base", 2 * MiB, 1 * MiB, 30 + i);
+	struct cow_fs_usage u1;
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u1), 0);
+	ck_assert_uint_gt(u1.disk_bytes, u0.disk_bytes + 12 * MiB);
+	ck_assert_uint_ge(usage_of(&u1, "x")->own_bytes, 10 * MiB);
+	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "x"), 0);
+	uint64_t before = dump_all(&e);
+	st = gc(&e, 0);
+	ck_assert_uint_gt(st.segments_rewritten, 0);
+	/* x's 10 MiB, main's two overwritten versions (the first is keep's) */
+	ck_assert_uint_ge(st.dropped_bytes, 12 * MiB);
+	ck_assert_uint_lt(st.disk_after, st.disk_before);
+	struct cow_fs_usage u2;
+	ck_assert_int_eq(cow_fs_usage(e.fs, &u2), 0);
+	/* back to about the size before x, plus main's one new MiB (the MiB it
+	 * replaced is keep's) */
+	ck_assert_uint_le(u2.disk_bytes, u0.disk_bytes + MiB + u0.disk_bytes / 20);
+	ck_assert_uint_eq(dump_all(&e), before);
+	struct fsck_seen f;
+	ck_assert_int_eq(fsck_problems(&e, &f), 0);
+	env_reopen(&e);
+	ck_assert_uint_eq(dump_all(&e), before);
+	ck_assert_int_eq(fsck_problems(&e, &f), 0);
+	/* a second run finds little to do and changes nothing */
+	st = gc(&e, 0);
+	ck_assert_uint_eq(dump_all(&e), before);
+	env_reopen(&e);
+	ck_assert_uint_eq(dump_all(&e), before);
+	cow_fs_usage_free(&u0);
+	cow_fs_usage_free(&u1);
+	cow_fs_usage_free(&u2);
+	env_free(&e);
+}
+END_TEST
+
+/* ---- GC with writers and readers at work ------------------------------ */
+
+struct worker {
+	struct env *e;
+	volatile bool stop;
+	int rounds;
+	uint64_t seed[64];       /* the seed last written to each MiB of "hot" */
+	int errors;
+};
+
+static void *writer(void *a)
+{
+	struct worker *w = a;
+	struct cow_branch *b = br(w->e, "main");
+	for (int i = 0; !w->stop || i < 8; i++) {
+		int at = (i * 7) % 16;
+		/* half the writes bring back content that exists in old segments */
+		uint64_t seed = i % 2 ? 1000 + (uint64_t)(i % 5) : 5000 + (uint64_t)i;
+		write_file(b, "hot", (off_t)at * MiB, MiB, seed);
+		w->seed[at] = seed;
+		__atomic_add_fetch(&w->rounds, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *reader_thread(void *a)
+{
+	struct worker *w = a;
+	struct cow_branch *b = br(w->e, "keep");
+	uint8_t *buf = malloc(MiB), *want = malloc(MiB);
+	tu_fill(want, MiB, 77);
+	struct cow_attr at;
+	ck_assert_int_eq(cow_branch_lookup(b, COW_ROOT_INO, "cold", &at), 0);
+	while (!w->stop) {
+		if (cow_branch_read(b, at.ino, 0, MiB, buf) != (ssize_t)MiB || memcmp(buf, want, MiB) != 0)
+			w->errors++;
+	}
+	cow_branch_forget(b, at.ino, 1);
+	free(buf);
+	free(want);
+	return NULL;
+}
+
+START_TEST(test_gc_online_loses_nothing)
+{
+	struct env e;
+	env_new(&e);
+	for (int i = 0; i < 16; i++)
+		write_file(br(&e, "main"), "hot", (off_t)i * MiB, MiB, 1000 + (uint64_t)(i % 5));
+	branch_create(&e, "keep", "main");
+	write_file(br(&e, "keep"), "cold", 0, MiB, 77);
+	branch_create(&e, "gone", "main");
+	write_file(br(&e, "gone"), "junk", 0, 8 * MiB, 78);
+	gc(&e, 0);
+	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "gone"), 0);
+	struct worker w = { .e = &e };
+	for (int i = 0; i < 16; i++)
+		w.seed[i] = 1000 + (uint64_t)(i % 5);
+	pthread_t tw, tr;
+	pthread_create(&tw, NULL, writer, &w);
+	pthread_create(&tr, NULL, reader_thread, &w);
+	/* GC runs over and over while the writer writes */
+	int runs = 0;
+	while (runs < 3 || __atomic_load_n(&w.rounds, __ATOMIC_RELAXED) < 24) {
+		gc(&e, 100);
+		runs++;
+	}
+	w.stop = true;
+	pthread_join(tw, NULL);
+	pthread_join(tr, NULL);
+	ck_assert_int_eq(w.errors, 0);
+	uint8_t *buf = malloc(MiB), *want = malloc(MiB);
+	for (int round = 0; round < 2; round++) {
+		struct cow_branch *b = br(&e, "main");
+		struct cow_attr at;
+		ck_assert_int_eq(cow_branch_lookup(b, COW_ROOT_INO, "hot", &at), 0);
+		for (int i = 0; i < 16; i++) {
+			tu_fill(want, MiB, w.seed[i]);
+			ck_assert_int_eq(cow_branch_read(b, at.ino, (off_t)i * MiB, MiB, buf), (ssize_t)MiB);
+			ck_assert_msg(memcmp(buf, want, MiB) == 0, "MiB %d of main/hot differs (round %d)", i, round);
+		}
+		cow_branch_forget(b, at.ino, 1);
+		gc(&e, 100);
+		env_reopen(&e);
+	}
+	struct fsck_seen f;
+	ck_assert_int_eq(fsck_problems(&e, &f), 0);
+	free(buf);
+	free(want);
+	env_free(&e);
+}
+END_TEST
+
+/* ---- crashes ----------------------------------------------------------- */
+
+/* The crash-simulating I/O of test_log.c, cut down: writes not yet covered
+ * by an fdatasync of their file turn to garbage when the power fails, which
+ * it does at the CRASH_AT-th fdatasync (that sync does not happen). */
+#define MAXW 8192
+static struct { int fd; off_t off; size_t len; } unsynced[MAXW];
+static int nunsynced, nsyncs, crash_at;
+static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static ssize_t t_pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	ssize_t r = pwritev(fd, iov, n, off);
+	pthread_mutex_lock(&io_lock);
+	if (r > 0 && nunsynced < MAXW)
+		unsynced[nunsynced++] = (typeof(unsynced[0])){ fd, off, (size_t)r };
+	pthread_mutex_unlock(&io_lock);
+	return r;
+}
+
+static ssize_t t_pread(int fd, void *b, size_t n, off_t off) { return pread(fd, b, n, off); }
+static int t_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
+
+static int t_fdatasync(int fd)
+{
+	pthread_mutex_lock(&io_lock);
+	if (++nsyncs == crash_at) {
+		for (int i = 0; i < nunsynced; i++) {
+			uint8_t *g = malloc(unsynced[i].len);
+			tu_fill(g, unsynced[i].len, (uint64_t)i + 99);
+			if (pwrite(unsynced[i].fd, g, unsynced[i].len, unsynced[i].off) < 0)
+				_exit(5);
+			free(g);
+		}
+		_exit(0);
+	}
+	int j = 0;
+	for (int i = 0; i < nunsynced; i++)
+		if (unsynced[i].fd != fd)
+			unsynced[j++] = unsynced[i];
+	nunsynced = j;
+	pthread_mutex_unlock(&io_lock);
+	return fdatasync(fd);
+}
+
+static const struct cow_io crash_io = { t_pwritev, t_pread, t_fdatasync, t_ftruncate };
+
+START_TEST(test_gc_crash_at_every_sync)
+{
+	struct env e;
+	env_new(&e);
+	write_file(br(&e, "main"), "base", 0, 3 * MiB, 40);
+	branch_create(&e, "a", "main");
+	write_file(br(&e, "a"), "mine", 0, 2 * MiB, 41);
+	gc(&e, 0);
+	branch_create(&e, "x", "main");
+	write_file(br(&e, "x"), "base", MiB, 2 * MiB, 42);
+	write_file(br(&e, "a"), "base", 0, MiB, 43);
+	gc(&e, 0);
+	write_file(br(&e, "main"), "base", 0, MiB, 44);
+	gc(&e, 0);
+	/* a relocation bigger than a batch, and several sparse segments */
+	branch_create(&e, "y", "a");
+	write_file(br(&e, "y"), "big", 0, 3 * MiB, 45);
+	gc(&e, 0);
+	write_file(br(&e, "y"), "big", MiB, MiB, 46);
+	write_file(br(&e, "main"), "base", 2 * MiB, MiB, 47);
+	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "x"), 0);
+	uint64_t want = dump_all(&e);
+	ck_assert_int_eq(cow_fs_close(e.fs), 0);
+	ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
+	ck_assert_uint_eq(dump_all(&e), want);
+	ck_assert_int_eq(cow_fs_close(e.fs), 0);
+	e.fs = NULL;
+	int completed = 0;
+	for (int k = 1; k < 200 && !completed; k++) {
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			nunsynced = nsyncs = 0;
+			crash_at = k;
+			cow_io_set(&crash_io);
+			struct cow_fs *fs;
+			if (cow_fs_open(e.path, &fs) < 0)
+				_exit(6);
+			struct cow_gc_opts o = { .threshold = 100 };
+			struct cow_gc_stats st;
+			if (cow_fs_gc(fs, &o, &st) < 0)
+				_exit(7);
+			/* the run ended before the crash: no close (the crash would
+			 * come in its syncs), just stop */
+			_exit(3);
+		}
+		int status;
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert(WIFEXITED(status));
+		ck_assert_msg(WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3, "child exit %d at sync %d",
+			      WEXITSTATUS(status), k);
+		completed = WEXITSTATUS(status) == 3;
+		fprintf(stderr, "crash test: sync %d: %s\n", k, completed ? "gc completed" : "crashed");
+		ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
+		ck_assert_msg(dump_all(&e) == want, "branches differ after a crash at sync %d", k);
+		ck_assert_int_eq(cow_fs_close(e.fs), 0);
+		e.fs = NULL;
+	}
+	ck_assert(completed);
+	ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
+	struct fsck_seen f;
+	ck_assert_int_eq(fsck_problems(&e, &f), 0);
+	gc(&e, 100);
+	ck_assert_uint_eq(dump_all(&e), want);
+	env_free(&e);
+}
+END_TEST
+
+/* ---- fsck -------------------------------------------------------------- */
+
+/* The offset in a segment file of the first 8 KiB block holding NEEDLE. */
+static off_t find_in_segments(const char *store, const uint8_t *needle, size_t n, unsigned *ret_seg)
+{
+	for (unsigned seg = 1; seg < 64; seg++) {
+		char path[600];
+		tu_seg_path(store, seg, path, sizeof path);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		struct stat st;
+		fstat(fd, &st);
+		uint8_t *buf = malloc(st.st_size);
+		ck_assert_int_eq(pread(fd, buf, st.st_size, 0), st.st_size);
+		close(fd);
+		uint8_t *hit = memmem(buf, st.st_size, needle, n);
+		off_t off = hit ? hit - buf : -1;
+		free(buf);
+		if (hit) {
+			*ret_seg = seg;
+			return off;
+		}
+	}
+	return -1;
+}
+
+START_TEST(test_fsck_names_branch_and_file)
+{
+	struct env e;
+	env_new(&e);
+	struct cow_branch *m = br(&e, "main");
+	struct cow_attr d;
+	ck_assert_int_eq(cow_branch_mknod(m, COW_ROOT_INO, "dir", S_IFDIR | 0755, 0, 0, 0, &d), 0);
+	cow_branch_forget(m, d.ino, 1);
+	write_file(m, "other", 0, 3 * 8192, 50);
+	/* dir/victim: blocks 0..4, block 3 is the one to damage */
+	struct cow_attr v;
+	ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "dir", &d), 0);
+	ck_assert_int_eq(cow_branch_mknod(m, d.ino, "victim", S_IFREG | 0600, 0, 0, 0, &v), 0);
+	uint8_t *buf = malloc(5 * 8192);
+	tu_fill(buf, 5 * 8192, 51);
+	ck_assert_int_eq(cow_branch_write(m, v.ino, 0, 5 * 8192, buf), 5 * 8192);
+	cow_branch_forget(m, v.ino, 1);
+	cow_branch_forget(m, d.ino, 1);
+	branch_create(&e, "child", "main");
+	struct fsck_seen f;
+	ck_assert_int_eq(fsck_problems(&e, &f), 0);
+	ck_assert_int_eq(cow_fs_close(e.fs), 0);
+	e.fs = NULL;
+	unsigned seg;
+	off_t off = find_in_segments(e.path, buf + 3 * 8192, 64, &seg);
+	ck_assert_int_gt(off, 0);
+	char path[600];
+	tu_seg_path(e.path, seg, path, sizeof path);
+	tu_flip_byte(path, off + 100);
+	ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
+	ck_assert_int_eq(fsck_problems(&e, &f), 2);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_str_eq(f.p[i].kind, "branch");
+		ck_assert_str_eq(f.p[i].object, "data block");
+		ck_assert_int_eq(f.p[i].block, 3);
+		ck_assert_uint_eq(COW_LOG_POS_SEG(f.p[i].pos), seg);
+		ck_assert_msg(strstr(f.line[i], "/dir/victim (inode ") != NULL, "no path in: %s", f.line[i]);
+		ck_assert_msg(strstr(f.line[i], "block 3:") != NULL, "no block in: %s", f.line[i]);
+	}
+	ck_assert(strstr(f.line[0], "branch main:") || strstr(f.line[1], "branch main:"));
+	ck_assert(strstr(f.line[0], "branch child:") || strstr(f.line[1], "branch child:"));
+	/* GC goes on around it, and keeps the segment with the evidence */
+	struct cow_gc_stats st = gc(&e, 100);
+	ck_assert_uint_eq(st.damaged, 1);
+	ck_assert_uint_ge(st.segments_kept_damaged, 1);
+	ck_assert_int_eq(fsck_problems(&e, &f), 2);
+	/* once no ref reaches it, it is garbage like any other block */
+	struct cow_branch *c = br(&e, "child");
+	ck_assert_int_eq(cow_branch_lookup(c, COW_ROOT_INO, "dir", &d), 0);
+	ck_assert_int_eq(cow_branch_unlink(c, d.ino, "victim"), 0);
+	cow_branch_forget(c, d.ino, 1);
+	m = br(&e, "main");
+	ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "dir", &d), 0);
+	ck_assert_int_eq(cow_branch_unlink(m, d.ino, "victim"), 0);
+	cow_branch_forget(m, d.ino, 1);
+	st = gc(&e, 100);
+	ck_assert_uint_eq(st.segments_kept_damaged, 0);
+	ck_assert_int_eq(fsck_problems(&e, &f), 0);
+	free(buf);
+	env_free(&e);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("gc");
+	TCase *tc = tcase_create("core");
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_usage_own_and_shared);
+	tcase_add_test(tc, test_gc_reclaims_and_keeps_everything_else);
+	tcase_add_test(tc, test_gc_online_loses_nothing);
+	tcase_add_test(tc, test_gc_crash_at_every_sync);
+	tcase_add_test(tc, test_fsck_names_branch_and_file);
+	suite_add_tcase(s, tc);
+	return tu_run(s);
+}
