@@ -2,7 +2,8 @@
 #   make                 build into build/
 #   make check           unit tests + integration tests (needs root, /dev/fuse, postgresql-15)
 #   make bench           benchmarks against the plain disk (not a test)
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR=  (also UNITDIR, SYSCONFDIR, MANDIR)
+#   make uninstall       the same variables; keeps $(SYSCONFDIR)/default/cowfs
 #   make SANITIZE=1      build with AddressSanitizer + UBSan
 #   make WERROR=1        warnings fail the build (CI sets this)
 
@@ -10,6 +11,9 @@ PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 SBINDIR ?= /sbin
 MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+# systemd reads units from /usr/lib, /lib and /usr/local/lib/systemd/system
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR ?=
 
 CC      ?= cc
@@ -29,7 +33,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref postmaster diff schemadiff pg fs pgd control
+CORE := crc32c hash io util log store tree inode branch ref postmaster diff schemadiff pg fs pgd control notify
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs
@@ -74,16 +78,37 @@ bench: all
 	bash bench/branch.sh
 	bash bench/ondemand.sh
 
+# Units and the environment file name the installed paths.
+UNITS   := $(wildcard systemd/*.service systemd/*.timer)
+MANS    := $(wildcard man/*.[1-9])
+SUBST   := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(B)/cowfs $(B)/cowfsd $(DESTDIR)$(BINDIR)/
 	ln -sf $(BINDIR)/cowfsd $(DESTDIR)$(SBINDIR)/mount.cowfs
-	for m in man/*.1; do [ ! -e "$$m" ] || install -m 0644 $$m $(DESTDIR)$(MANDIR)/man1/; done
-	for m in man/*.5; do [ ! -e "$$m" ] || install -m 0644 $$m $(DESTDIR)$(MANDIR)/man5/; done
-	for m in man/*.8; do [ ! -e "$$m" ] || install -m 0644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+	set -e; for m in $(MANS); do \
+		install -d $(DESTDIR)$(MANDIR)/man$${m##*.}; \
+		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; \
+	done
+	set -e; for u in $(UNITS); do \
+		$(SUBST) $$u >$(DESTDIR)$(UNITDIR)/$${u##*/}.tmp; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp; \
+		mv -f $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp $(DESTDIR)$(UNITDIR)/$${u##*/}; \
+	done
+	@# configuration: an existing one is the operator's, never overwritten
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/cowfs ] || { \
+		$(SUBST) systemd/cowfs.default >$(DESTDIR)$(SYSCONFDIR)/default/cowfs.tmp && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/default/cowfs.tmp && \
+		mv $(DESTDIR)$(SYSCONFDIR)/default/cowfs.tmp $(DESTDIR)$(SYSCONFDIR)/default/cowfs; }
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cowfs $(DESTDIR)$(BINDIR)/cowfsd $(DESTDIR)$(SBINDIR)/mount.cowfs
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	for m in $(MANS); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; done
 
 clean:
 	rm -rf $(B)
 
-.PHONY: all unit check bench install clean
+.PHONY: all unit check bench install uninstall clean
 -include $(wildcard $(B)/*.d)

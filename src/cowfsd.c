@@ -15,17 +15,29 @@
  *   debug                like -d: foreground, every request logged
  * allow_other and default_permissions are always on: the store records owners
  * and modes, and the kernel enforces them for every user.
+ *
+ * Under a service manager (systemd Type=notify, run with -f) the daemon
+ * reports READY=1 once the mount answers requests and the control socket
+ * listens, and STOPPING=1 when the session ends (notify.h).  A dead mount
+ * of the same store at MOUNTPOINT, left by a daemon that was killed, is
+ * detached and replaced, so that a restart needs no manual umount.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <linux/magic.h>
+#include <mntent.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +46,7 @@
 #include "fuse_ops.h"
 #include "pgd.h"
 #include "ref.h"
+#include "notify.h"
 #include "util.h"
 
 static void usage(FILE *f, const char *prog)
@@ -103,6 +116,11 @@ static int parse_o(struct opts *o, char *list)
 			o->writeback = true;
 		} else if (strcmp(tok, "nowriteback") == 0) {
 			o->writeback = false;
+		} else if (strncmp(tok, "max_read=", 9) == 0) {
+			/* libfuse ends the session at FUSE_INIT unless init() asks for the
+			 * same size, and the daemon exited 0 without a mount */
+			cow_err("max_read=%s: not supported", tok + 9);
+			return -EINVAL;
 		} else if (strcmp(tok, "debug") == 0) {
 			o->debug = o->foreground = true;
 		} else if (strcmp(tok, "allow_other") == 0 || strcmp(tok, "default_permissions") == 0 ||
@@ -125,10 +143,86 @@ static void reaped(void *ctx, const char *what, const struct cow_ref *ref)
 		cow_fuse_branch_changed(ctx, false, ref->name);
 }
 
+/* The absolute path of PATH when its last component cannot be looked at
+ * (a dead mount answers ENOTCONN): the resolved parent plus the name. */
+static int resolve_unreachable(const char *path, char ret_path[PATH_MAX])
+{
+	char a[PATH_MAX], b[PATH_MAX], dir[PATH_MAX];
+	if (snprintf(a, sizeof a, "%s", path) >= (int)sizeof a)
+		return -ENAMETOOLONG;
+	memcpy(b, a, sizeof b);
+	const char *name = basename(b);
+	if (!realpath(dirname(a), dir))
+		return -errno;
+	if (!strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, "/"))
+		return -ENOTCONN;
+	if (snprintf(ret_path, PATH_MAX, "%s/%s", strcmp(dir, "/") ? dir : "", name) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* MNT answers ENOTCONN: a FUSE mount whose daemon is gone.  We hold STORE's
+ * lock, so no daemon serves STORE.  If the topmost mount at MNT is a cowfs
+ * mount of STORE, it is what a killed daemon of this store left behind
+ * (kill -9, a crash, the OOM killer): detach it, so that a restart (by hand,
+ * or systemd's Restart=on-failure) needs no umount first.  A dead mount of
+ * anything else is not ours to touch: -ENOTCONN. */
+static int replace_dead_mount(const char *store, const char *mnt)
+{
+	FILE *f = setmntent("/proc/self/mounts", "r");
+	if (!f)
+		return -errno;
+	bool ours = false;
+	struct mntent m;
+	char buf[3 * PATH_MAX];
+	while (getmntent_r(f, &m, buf, sizeof buf))
+		if (strcmp(m.mnt_dir, mnt) == 0) /* the last line for MNT is the topmost mount */
+			ours = strcmp(m.mnt_type, "fuse.cowfs") == 0 && strcmp(m.mnt_fsname, store) == 0;
+	endmntent(f);
+	if (!ours)
+		return -ENOTCONN;
+	if (umount2(mnt, MNT_DETACH) < 0)
+		return -errno;
+	cow_warn("detached the dead mount of %s at %s left by a daemon that died", store, mnt);
+	struct stat st;
+	if (stat(mnt, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+struct ready {
+	const char *store, *mnt;
+	bool control; /* the control socket listens */
+};
+
+/* Report READY=1 once the mount answers.  statfs(2) on a FUSE mount is
+ * always a request to this daemon (the kernel caches nothing for it), and
+ * the kernel holds every request until the session loop has answered
+ * FUSE_INIT: when statfs returns, the loop serves requests. */
+static void *announce_ready(void *arg)
+{
+	const struct ready *rd = arg;
+	struct statfs sf;
+	int r = statfs(rd->mnt, &sf) < 0 ? -errno : sf.f_type != FUSE_SUPER_MAGIC ? -EXDEV : 0;
+	if (r < 0) {
+		cow_warn("%s does not answer as our mount (%s); not reporting readiness", rd->mnt, strerror(-r));
+		return NULL;
+	}
+	r = cow_notifyf("READY=1\nSTATUS=serving %s at %s%s", rd->store, rd->mnt,
+			    rd->control ? "" : " without a control socket (branch commands fail)");
+	if (r < 0)
+		cow_warn("cannot tell the service manager that the mount is ready: %s", strerror(-r));
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	const char *prog = basename(argv[0]);
 	cow_msg_set_prefix(prog);
+	int notifying = cow_notify_init();
+	if (notifying < 0)
+		cow_warn("NOTIFY_SOCKET: %s; the service manager will not hear when the mount is ready",
+			 strerror(-notifying));
 	struct opts o = { .checkpoint = 30, .reap = 60, .grace = COW_FS_GRACE_DEFAULT, .timeout = 60.0, .writeback = true };
 	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	int c;
@@ -155,11 +249,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct stat st;
+	bool dead_mount = false;
 	if (!realpath(argv[optind + 1], mnt) || stat(mnt, &st) < 0) {
-		cow_err("mountpoint %s: %s", argv[optind + 1], strerror(errno));
-		return 1;
+		int e = errno;
+		/* perhaps the corpse of this store's last daemon: see replace_dead_mount() */
+		if (e == ENOTCONN && resolve_unreachable(argv[optind + 1], mnt) == 0) {
+			dead_mount = true;
+		} else {
+			cow_err("mountpoint %s: %s", argv[optind + 1], strerror(e));
+			return 1;
+		}
 	}
-	if (!S_ISDIR(st.st_mode)) {
+	if (!dead_mount && !S_ISDIR(st.st_mode)) {
 		cow_err("mountpoint %s: not a directory", mnt);
 		return 1;
 	}
@@ -184,11 +285,18 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	unsigned said = cow_msg_count();
+	cow_notifyf("STATUS=recovering %s", store);
 	int r = cow_fs_open(store, &ctx.fs);
 	if (r < 0) {
 		if (cow_msg_count() == said) /* the reason was not given yet */
 			cow_err("cannot open store %s: %s", store, strerror(-r));
 		fuse_session_destroy(se);
+		return 1;
+	}
+	if (dead_mount && (r = replace_dead_mount(store, mnt)) < 0) {
+		cow_err("mountpoint %s: %s", mnt, strerror(-r));
+		fuse_session_destroy(se);
+		cow_fs_close(ctx.fs);
 		return 1;
 	}
 
@@ -240,12 +348,30 @@ int main(int argc, char **argv)
 	/* Keep idle workers: creating a thread per request costs more than the request. */
 	fuse_loop_cfg_set_idle_threads(cfg, 16);
 	fuse_loop_cfg_set_max_threads(cfg, 32);
+	struct ready rd = { .store = store, .mnt = mnt, .control = cr == 0 };
+	pthread_t ready_thread;
+	bool ready_started = false;
+	if (notifying > 0 && r == 0) {
+		int tr = pthread_create(&ready_thread, NULL, announce_ready, &rd);
+		if (tr)
+			cow_warn("cannot start the readiness check: %s", strerror(tr));
+		ready_started = tr == 0;
+	}
 	int loop = r < 0 ? r : fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
+	/* The session is over.  A SIGTERM now (systemd sends one right after
+	 * ExecStop's umount) must not cut the final checkpoint short. */
+	fuse_remove_signal_handlers(se);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	cow_notify("STOPPING=1\nSTATUS=unmounting; final checkpoint");
 	cow_control_stop(control);
 	cow_pgd_stop(pgd, se); /* Postgres started on demand stops while the mount is still served */
+	/* Unmounting ends the connection, which fails a statfs still waiting. */
 	fuse_session_unmount(se);
-	fuse_remove_signal_handlers(se);
+	if (ready_started)
+		pthread_join(ready_thread, NULL);
 	fuse_session_destroy(se);
 	r = cow_fs_close(ctx.fs);
 	if (r < 0)

@@ -31,6 +31,18 @@
 #   bg_start VAR CMD...         run CMD in the background in its own session (setsid), store
 #                               its pid (= process group) in VAR; killed with its group at exit
 #   bg_kill PID                 SIGKILL the process group PID started by bg_start
+#
+# Installed-tree helpers (tests/install.sh, tests/mount.sh):
+#   as_installed DESTDIR CMD... run CMD as if `make install DESTDIR=DESTDIR PREFIX=/usr` had
+#                               installed for real: in a private mount namespace, DESTDIR's
+#                               usr/bin, sbin, usr/sbin, usr/lib/systemd/system and
+#                               usr/share/man are laid over the host's (read-only overlays),
+#                               so mount(8) finds the installed /sbin/mount.cowfs, units name
+#                               binaries that exist, and man finds the pages.  Nothing changes
+#                               outside: a mount made inside is seen only inside, and goes
+#                               away with the last process in the namespace.
+#   store_daemon_gone STORE     true once no process holds STORE's lock (its daemon exited);
+#                               else registers that daemon to be killed at exit, and fails
 set -u
 TESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$TESTS_DIR/.." && pwd)
@@ -279,4 +291,33 @@ bg_kill() {
 	kill -KILL "$1" 2>/dev/null
 	wait "$1" 2>/dev/null
 	return 0
+}
+
+# --- installed-tree helpers -------------------------------------------------
+
+as_installed() {
+	local root=$1 d t
+	shift
+	local -A lower=()
+	for d in usr/bin sbin usr/sbin usr/lib/systemd/system usr/share/man; do
+		[ -d "$root/$d" ] || continue
+		t=$(realpath "/$d") || return
+		lower[$t]="${lower[$t]:+${lower[$t]}:}$root/$d"
+	done
+	local script='set -e'
+	for t in "${!lower[@]}"; do
+		script+="; mount -t overlay cowfs-test -o 'lowerdir=${lower[$t]}:$t' '$t'"
+	done
+	unshare --mount --propagation private -- bash -c "$script"'; exec "$@"' as_installed "$@"
+}
+
+store_daemon_gone() {
+	local pid _
+	for _ in $(seq 1 300); do
+		flock -n -x "$1/lock" true 2>/dev/null && return 0
+		sleep 0.1
+	done
+	pid=$(head -n1 "$1/lock" 2>/dev/null)
+	[ -n "$pid" ] && _LIB_DAEMONS+=("$pid")
+	return 1
 }

@@ -4,7 +4,8 @@
 # Runs, in order:
 #   tests/fsops.sh        POSIX operations on a mount, compared with a plain directory
 #   tests/badinput.sh     bad stores, refs, mount points and options: one line, nothing changed
-#   tests/mount.sh        make install DESTDIR=, mount.cowfs, mount -t cowfs
+#   tests/mount.sh        mount.cowfs, mount -t cowfs through the installed helper
+#   tests/install.sh      make install/uninstall, systemd units (verify, readiness), fstab, man pages
 #   tests/branch.sh       branches: isolation, a branch of a running Postgres, bad input
 #   tests/lifecycle.sh    snapshots, restore, delete/undelete, expiry, protection
 #   tests/pg/basic.sh     Postgres load, clean umount/remount, same data, pg_amcheck clean
@@ -32,7 +33,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 	die "PostgreSQL 15 server binaries not found in $PGBIN (initdb, pgbench, pg_amcheck): install postgresql-15"
 export PGBIN
 
-TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/branch.sh tests/lifecycle.sh tests/pg/basic.sh tests/pg/crash.sh tests/pg/helper.sh"}
+TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/install.sh tests/branch.sh tests/lifecycle.sh tests/pg/basic.sh tests/pg/crash.sh tests/pg/helper.sh"}
 passed=0 failed=0 failed_names=
 for t in $TESTS; do
 	if [ ! -f "$t" ]; then
