@@ -18,7 +18,7 @@ DESTDIR ?=
 
 CC      ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS    := fuse3 jansson libcrypto
+PKGS    := fuse3 jansson libcrypto libgit2
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes \
            -Wmissing-prototypes -Wno-unused-parameter -Wformat=2 -D_FILE_OFFSET_BITS=64 \
@@ -33,7 +33,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref postmaster diff schemadiff pg fs pgd control notify
+CORE := crc32c hash io util log store tree inode branch ref postmaster diff schemadiff pg fs pgd control notify git envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs
@@ -50,7 +50,7 @@ $(B)/libcowfs.a: $(CORE_OBJS)
 $(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/pgcli.o
+CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o
 $(B)/cowfs: $(CLI_OBJS) $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -101,11 +101,14 @@ install: all
 		$(SUBST) systemd/cowfs.default >$(DESTDIR)$(SYSCONFDIR)/default/cowfs.tmp && \
 		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/default/cowfs.tmp && \
 		mv $(DESTDIR)$(SYSCONFDIR)/default/cowfs.tmp $(DESTDIR)$(SYSCONFDIR)/default/cowfs; }
+	install -d $(DESTDIR)$(PREFIX)/share/cowfs/hooks
+	install -m 0755 hooks/* $(DESTDIR)$(PREFIX)/share/cowfs/hooks/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cowfs $(DESTDIR)$(BINDIR)/cowfsd $(DESTDIR)$(SBINDIR)/mount.cowfs
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	for m in $(MANS); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; done
+	rm -rf $(DESTDIR)$(PREFIX)/share/cowfs/hooks
 
 clean:
 	rm -rf $(B)

@@ -6,6 +6,8 @@
  *   cowfs snapshot create|list|delete ...
  *   cowfs reap
  *   cowfs pg ...                                                    (pgcli.h)
+ *   cowfs git ...                                                   (gitcli.h)
+ *   cowfs ci run ...                                                (cicli.h)
  *   cowfs version
  *
  * Branch commands talk to the daemon over its control socket (control.h),
@@ -28,8 +30,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cicli.h"
 #include "cli_branch.h"
 #include "fs.h"
+#include "gitcli.h"
 #include "pgcli.h"
 #include "util.h"
 
@@ -59,6 +63,8 @@ static void usage(FILE *f)
 		"      these take --store STORE or --mount MOUNTPOINT, and --json\n"
 		"  pg start|stop|restart|status|env|psql|ondemand|initdb BRANCH ...\n"
 		"                                      Postgres on a branch; 'cowfs pg --help'\n"
+		"  git install|uninstall|sync|list|prune a database branch per git branch; 'cowfs git --help'\n"
+		"  ci run [--from BRANCH] -- COMMAND   COMMAND on a throw-away branch; 'cowfs ci --help'\n"
 		"  version                             print the version\n"
 		"Unmount with 'umount MOUNTPOINT'.  See cowfs(1).\n");
 }
@@ -179,6 +185,10 @@ int main(int argc, char **argv)
 		return cmd_snapshot(argc - 1, argv + 1);
 	if (strcmp(cmd, "reap") == 0)
 		return cmd_reap(argc - 1, argv + 1);
+	if (strcmp(cmd, "git") == 0)
+		return gitcli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "ci") == 0)
+		return cicli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("cowfs %s\n", COWFS_VERSION);
 		return 0;

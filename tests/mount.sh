@@ -15,7 +15,15 @@ done
 [ "$(readlink "$T/root/sbin/mount.cowfs")" = /usr/bin/cowfsd ] || fail "mount.cowfs does not point at /usr/bin/cowfsd"
 ls "$T/root/usr/share/man/man1/cowfs.1" "$T/root/usr/share/man/man8/cowfsd.8" >/dev/null 2>&1 ||
 	fail "make install did not install the man pages"
-pass "make install DESTDIR= installs binaries, mount.cowfs and man pages"
+for f in post-checkout post-merge reference-transaction; do
+	[ -x "$T/root/usr/share/cowfs/hooks/$f" ] || fail "make install did not install hooks/$f"
+done
+[ -f "$T/root/usr/share/man/man7/cowfs-git.7" ] || fail "make install did not install cowfs-git.7"
+# the installed cowfs finds its hooks in PREFIX/share/cowfs/hooks
+git init -q "$T/repo" && "$T/root/usr/bin/cowfs" git install --repo "$T/repo" >/dev/null &&
+	cmp -s "$T/repo/.git/hooks/post-checkout" "$T/root/usr/share/cowfs/hooks/post-checkout" ||
+	fail "the installed cowfs git install did not install the installed hooks"
+pass "make install DESTDIR= installs binaries, mount.cowfs, the git hooks and man pages"
 
 store=$T/store
 mnt=$T/mnt

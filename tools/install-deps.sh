@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential pkg-config libfuse3-dev fuse3 libjansson-dev libssl-dev
       liburing-dev libgit2-dev check postgresql-15 postgresql-contrib mandoc
-      man-db groff-base python3 procps psmisc util-linux systemd"
+      man-db groff-base python3 procps psmisc util-linux systemd git"
 missing=
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
