@@ -7,7 +7,8 @@
 #   tmpdir_new VAR              make a temp dir (removed at exit), store path in VAR
 #   rmdir_at_exit DIR           remove DIR (rm -rf) at exit, after Postgres and mounts are gone
 #                               (e.g. a store's socket directories under /run/cowfs)
-#   store_init STORE [OWNER]    cowfs init
+#   store_init STORE [OWNER]    cowfs init; the store's /run/cowfs/TAG (Postgres sockets, logs)
+#                               is removed at exit
 #   cowfs_mount STORE MNT [ARGS] mount (background daemon), ARGS go to cowfs mount
 #                               (e.g. -o nowriteback); registers cleanup
 #   cowfs_umount MNT            unmount, wait for the daemon to exit
@@ -111,7 +112,13 @@ rmdir_at_exit() {
 }
 
 store_init() {
-	"$COWFS_BIN/cowfs" init "$1" --owner "${2:-postgres}"
+	"$COWFS_BIN/cowfs" init "$1" --owner "${2:-postgres}" || return
+	# the store's Postgres socket directories and logs (/run/cowfs/TAG, TAG
+	# the first 4 bytes of the superblock's uuid: src/pg.h) go at exit too
+	local tag
+	tag=$(od -An -tx1 -j16 -N4 "$1/cowfs.super" 2>/dev/null | tr -d ' \n')
+	[ ${#tag} -eq 8 ] && rmdir_at_exit "/run/cowfs/$tag"
+	return 0
 }
 
 cowfs_mount() {
