@@ -128,6 +128,22 @@ const char *cli_duration(long s, char *buf, size_t n)
 	return buf;
 }
 
+const char *cli_bytes(uint64_t bytes, char *buf, size_t n)
+{
+	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)bytes;
+	int u = 0;
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(buf, n, "%.1f %s", v, unit[u]);
+	return buf;
+}
+
 json_t *cli_call(const struct cli_target *t, json_t *req)
 {
 	char path[4096];

@@ -31,6 +31,8 @@ int cli_target_option(struct cli_target *t, int argc, char **argv, int *i);
 
 /* 45s, 12m, 5h, 3d: the largest unit that leaves at least two of it. */
 const char *cli_duration(long sec, char *buf, size_t n);
+/* 512 B, 12.3 KiB, 4.5 MiB, 1.2 GiB */
+const char *cli_bytes(uint64_t bytes, char *buf, size_t n);
 const char *user_name(uint32_t uid, char *buf, size_t n);
 /* "@UNIX", "YYYY-MM-DD[THH:MM[:SS]][Z]" (local time unless Z) -> unix time. */
 int parse_when(const char *text, int64_t *ret);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "cli_store.h"
 #include "pgcli.h"
 #include "util.h"
 
@@ -42,9 +43,39 @@ static void print_row(json_t *b, const char *prefix, const char *name)
 	for (const char *p = prefix; *p; p++)
 		extra += ((unsigned char)*p & 0xc0) == 0x80;
 	char a[32], u[32];
-	printf("%-*s %-10s %6s %8s%s\n", 32 + extra, label, user_name((uint32_t)jint(b, "owner"), user, sizeof user),
-	       age(jint(b, "created"), a, sizeof a), until(jint(b, "expires"), u, sizeof u),
-	       json_is_true(json_object_get(b, "protected")) ? " protected" : "");
+	printf("%-*s %-10s %6s %8s", 32 + extra, label, user_name((uint32_t)jint(b, "owner"), user, sizeof user),
+	       age(jint(b, "created"), a, sizeof a), until(jint(b, "expires"), u, sizeof u));
+	json_t *by = json_object_get(b, "bytes");
+	if (by) {
+		char l[32], o[32], s[32];
+		printf(" %10s %10s %10s", cli_bytes((uint64_t)jint(by, "logical"), l, sizeof l),
+		       cli_bytes((uint64_t)jint(by, "own"), o, sizeof o), cli_bytes((uint64_t)jint(by, "shared"), s, sizeof s));
+	}
+	printf("%s\n", json_is_true(json_object_get(b, "protected")) ? " protected" : "");
+}
+
+/* Give every branch of the list reply LIST a "bytes" object from df. */
+static int add_bytes(const struct cli_target *t, json_t *list)
+{
+	char store[4096];
+	if (find_store(t->store, t->mnt, store, sizeof store) < 0)
+		return -1;
+	json_t *df = cli_store_df(store);
+	if (!df)
+		return -1;
+	size_t i, k;
+	json_t *b, *r;
+	json_array_foreach(json_object_get(list, "branches"), i, b) {
+		json_array_foreach(json_object_get(df, "refs"), k, r) {
+			if (strcmp(jstr(r, "kind") ? jstr(r, "kind") : "", "branch") != 0 ||
+			    strcmp(jstr(r, "name") ? jstr(r, "name") : "", jstr(b, "name")) != 0)
+				continue;
+			json_object_set_new(b, "bytes", json_pack("{s:I, s:I, s:I}", "logical", jint(r, "logical_bytes"), "own",
+								  jint(r, "own_bytes"), "shared", jint(r, "shared_bytes")));
+		}
+	}
+	json_decref(df);
+	return 0;
 }
 
 /* Is B a child of PARENT; or, PARENT NULL, a root (no parent, or one gone)? */
@@ -112,7 +143,7 @@ int cmd_branch(int argc, char **argv)
 {
 	struct cli_target t = { 0 };
 	const char *sub = argc > 1 ? argv[1] : NULL, *name = NULL, *from = NULL, *snap = NULL, *to = NULL;
-	bool now = false, keep_pg = false, deleted = false;
+	bool now = false, keep_pg = false, deleted = false, no_bytes = false;
 	json_t *req = json_object();
 	int bad = 0;
 	if (!sub) {
@@ -139,6 +170,8 @@ int cmd_branch(int argc, char **argv)
 			keep_pg = true;
 		else if (strcmp(argv[i], "--deleted") == 0)
 			deleted = true;
+		else if (strcmp(argv[i], "--no-bytes") == 0)
+			no_bytes = true;
 		else if (argv[i][0] == '-' || name)
 			bad = usage_error(argv[i][0] == '-' ? "unknown option, or an option without its value"
 							   : "too many arguments");
@@ -157,8 +190,8 @@ int cmd_branch(int argc, char **argv)
 		bad = usage_error("--to goes with restore");
 	if (!bad && (now || keep_pg) && strcmp(sub, "delete") != 0)
 		bad = usage_error("--now and --keep-postgres go with delete");
-	if (!bad && deleted && strcmp(sub, "list") != 0)
-		bad = usage_error("--deleted goes with list");
+	if (!bad && (deleted || no_bytes) && strcmp(sub, "list") != 0)
+		bad = usage_error("--deleted and --no-bytes go with list");
 	if (!bad && strcmp(sub, "list") == 0 ? name != NULL : !name)
 		bad = bad ? bad : usage_error(strcmp(sub, "list") == 0 ? "list takes no name" : "name the branch");
 	if (bad) {
@@ -206,21 +239,35 @@ int cmd_branch(int argc, char **argv)
 	 * refuses one while it runs) and started again on the same port, with
 	 * the options it had (pgcli.h) */
 	struct pgcli_change pgc = { .restart = false, .quiet = t.json };
-	if (strcmp(cmd, "branch.reset") == 0) {
+	if (strcmp(cmd, "branch.reset") == 0 || strcmp(cmd, "branch.restore") == 0) {
+		/* the daemon refuses to repoint a running Postgres: stop it, and
+		 * start it again afterwards, on the same port */
 		char store[4096];
 		if (find_store(t.store, t.mnt, store, sizeof store) < 0 || pgcli_before_change(store, name, &pgc)) {
 			json_decref(req);
 			return 1;
 		}
 	}
-	json_t *reply = cli_call(&t, req);
+	/* the list takes its bytes from df (a walk of the store) before printing */
+	bool bytes = strcmp(cmd, "branch.list") == 0 && !no_bytes;
+	struct cli_target tc = t;
+	tc.json = t.json && !bytes;
+	json_t *reply = cli_call(&tc, req);
+	if (reply && bytes && json_is_true(json_object_get(reply, "ok")) && add_bytes(&t, reply) == 0 && t.json) {
+		char *text = json_dumps(reply, JSON_COMPACT);
+		puts(text ? text : "{}");
+		free(text);
+	}
 	if (!reply || t.json || !json_is_true(json_object_get(reply, "ok"))) {
 		int st = reply ? cli_status(reply) : 1;
 		return pgcli_after_change(&pgc) ? 1 : st;
 	}
 	json_t *b = json_object_get(reply, "branch");
 	if (strcmp(cmd, "branch.list") == 0) {
-		printf("%-32s %-10s %6s %8s\n", "NAME", "OWNER", "AGE", "EXPIRES");
+		printf("%-32s %-10s %6s %8s", "NAME", "OWNER", "AGE", "EXPIRES");
+		if (bytes)
+			printf(" %10s %10s %10s", "LOGICAL", "OWN", "SHARED");
+		printf("\n");
 		print_tree(json_object_get(reply, "branches"), NULL, "", 0);
 	} else if (strcmp(cmd, "branch.trash") == 0) {
 		json_t *arr = json_object_get(reply, "branches"), *d;

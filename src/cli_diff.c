@@ -368,18 +368,6 @@ static const char *catalog_rels(struct side *s, struct catalog *c, unsigned long
 	return rels;
 }
 
-static void human(uint64_t bytes, char *out, size_t n)
-{
-	if (bytes < 10240)
-		snprintf(out, n, "%llu B", (unsigned long long)bytes);
-	else if (bytes < 10ull << 20)
-		snprintf(out, n, "%.1f KiB", bytes / 1024.0);
-	else if (bytes < 10ull << 30)
-		snprintf(out, n, "%.1f MiB", bytes / 1048576.0);
-	else
-		snprintf(out, n, "%.1f GiB", bytes / 1073741824.0);
-}
-
 static int cmp_rel(const void *x, const void *y)
 {
 	const struct rel *a = x, *b = y;
@@ -495,8 +483,8 @@ static int data_diff(struct cli_target *t, const char *store, struct side *a, st
 			printf("%-12s %-48s %-9s %8s %11s %11s\n", "DATABASE", "RELATION", "KIND", "PAGES", a->name, b->name);
 		for (i = 0; i < rs.n; i++) {
 			char ha[32], hb[32];
-			human(rs.v[i].bytes_a, ha, sizeof ha);
-			human(rs.v[i].bytes_b, hb, sizeof hb);
+			cli_bytes(rs.v[i].bytes_a, ha, sizeof ha);
+			cli_bytes(rs.v[i].bytes_b, hb, sizeof hb);
 			if (markdown)
 				printf("| %s | `%s` | %s | %llu | %s | %s |\n", rs.v[i].db, rs.v[i].name, rs.v[i].kind,
 				       (unsigned long long)rs.v[i].pages, ha, hb);

@@ -46,20 +46,6 @@ static char *read_line(int fd, char **buf, size_t *used, size_t *cap)
 	}
 }
 
-static void human_bytes(uint64_t b, char *out, size_t n)
-{
-	const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)b;
-	int u = 0;
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(out, n, "%llu B", (unsigned long long)b);
-	else
-		snprintf(out, n, "%.1f %s", v, unit[u]);
-}
 
 static uint64_t jint(json_t *o, const char *key) { return (uint64_t)json_integer_value(json_object_get(o, key)); }
 
@@ -67,7 +53,7 @@ static void show_progress(const char *cmd, json_t *p)
 {
 	const char *phase = json_string_value(json_object_get(p, "phase"));
 	char b[32];
-	human_bytes(jint(p, "bytes"), b, sizeof b);
+	cli_bytes(jint(p, "bytes"), b, sizeof b);
 	if (phase && strcmp(phase, "sweep") == 0)
 		fprintf(stderr, "\r\033[K%s: rewriting segments: %llu of %llu, %s moved", cmd,
 			(unsigned long long)jint(p, "done"), (unsigned long long)jint(p, "total"), b);
@@ -88,25 +74,25 @@ static int show_result(const char *cmd, json_t *reply)
 		size_t i;
 		printf("%-9s %-32s %11s %11s %11s\n", "KIND", "NAME", "LOGICAL", "OWN", "SHARED");
 		json_array_foreach(refs, i, r) {
-			human_bytes(jint(r, "logical_bytes"), a, sizeof a);
-			human_bytes(jint(r, "own_bytes"), b, sizeof b);
-			human_bytes(jint(r, "shared_bytes"), c, sizeof c);
+			cli_bytes(jint(r, "logical_bytes"), a, sizeof a);
+			cli_bytes(jint(r, "own_bytes"), b, sizeof b);
+			cli_bytes(jint(r, "shared_bytes"), c, sizeof c);
 			printf("%-9s %-32s %11s %11s %11s\n", json_string_value(json_object_get(r, "kind")),
 			       json_string_value(json_object_get(r, "name")), a, b, c);
 		}
-		human_bytes(jint(st, "disk_bytes"), a, sizeof a);
-		human_bytes(jint(st, "live_bytes"), b, sizeof b);
-		human_bytes(jint(st, "reclaimable_bytes"), c, sizeof c);
+		cli_bytes(jint(st, "disk_bytes"), a, sizeof a);
+		cli_bytes(jint(st, "live_bytes"), b, sizeof b);
+		cli_bytes(jint(st, "reclaimable_bytes"), c, sizeof c);
 		printf("store: %llu segments, %s on disk, %s live, up to %s reclaimable by cowfs gc\n",
 		       (unsigned long long)jint(st, "segments"), a, b, c);
 		return 0;
 	}
 	if (strcmp(cmd, "gc") == 0) {
 		uint64_t before = jint(reply, "disk_bytes_before"), after = jint(reply, "disk_bytes_after");
-		human_bytes(before, a, sizeof a);
-		human_bytes(after, b, sizeof b);
-		human_bytes(before > after ? before - after : 0, c, sizeof c);
-		human_bytes(jint(reply, "moved_bytes"), d, sizeof d);
+		cli_bytes(before, a, sizeof a);
+		cli_bytes(after, b, sizeof b);
+		cli_bytes(before > after ? before - after : 0, c, sizeof c);
+		cli_bytes(jint(reply, "moved_bytes"), d, sizeof d);
 		printf("gc: %llu of %llu segments rewritten (%s of live data moved); %s on disk before, %s after: "
 		       "%s reclaimed in %.1f s\n",
 		       (unsigned long long)jint(reply, "segments_rewritten"),
@@ -127,7 +113,7 @@ static int show_result(const char *cmd, json_t *reply)
 	uint64_t n = jint(reply, "problem_count");
 	if (n > json_array_size(problems))
 		printf("... and %llu more\n", (unsigned long long)(n - json_array_size(problems)));
-	human_bytes(jint(reply, "bytes"), a, sizeof a);
+	cli_bytes(jint(reply, "bytes"), a, sizeof a);
 	printf("fsck: %llu refs, %llu objects (%s) checked in %.1f s: %s", (unsigned long long)jint(reply, "refs"),
 	       (unsigned long long)jint(reply, "objects"), a, json_real_value(json_object_get(reply, "seconds")),
 	       n ? "" : "clean\n");
@@ -193,6 +179,43 @@ static int run_job(const char *cmd, int fd, json_t *req, bool as_json)
 	free(buf);
 	cow_err("%s: no final reply (the daemon stopped, or the connection broke)", cmd);
 	return 1;
+}
+
+json_t *cli_store_df(const char *store)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/control.sock", store) >= sizeof sa.sun_path)
+		return NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		cow_err("cannot reach the cowfs daemon of %s (%s)", store, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	static const char req[] = "{\"cmd\":\"df\"}\n";
+	char *buf = NULL, *line;
+	size_t used = 0, cap = 0;
+	json_t *reply = NULL;
+	if (write(fd, req, sizeof req - 1) == (ssize_t)sizeof req - 1)
+		while ((line = read_line(fd, &buf, &used, &cap))) {
+			json_error_t err;
+			reply = json_loads(line, 0, &err);
+			free(line);
+			if (json_is_object(reply) && !json_object_get(reply, "progress"))
+				break;
+			json_decref(reply);
+			reply = NULL;
+		}
+	free(buf);
+	close(fd);
+	if (reply && !json_is_true(json_object_get(reply, "ok"))) {
+		json_t *e = json_object_get(reply, "error");
+		cow_err("%s", json_is_string(e) ? json_string_value(e) : "df refused");
+		json_decref(reply);
+		reply = NULL;
+	}
+	return reply;
 }
 
 struct local { struct cow_fs *fs; int fd; };

@@ -8,4 +8,8 @@
 #ifndef COW_CLI_STORE_H
 #define COW_CLI_STORE_H
 int cmd_store_job(int argc, char **argv);
+/* The final reply of "df" from STORE's daemon (progress skipped), or NULL
+ * after a message. */
+#include <jansson.h>
+json_t *cli_store_df(const char *store);
 #endif

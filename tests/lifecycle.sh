@@ -99,6 +99,14 @@ printf '%s' "$out" | grep -q "undelete p" || fail "delete does not say how to un
 br list | grep -qE "^ch " || fail "ch is not listed as a root of the tree once its parent is gone: $(br list)"
 br list --deleted | grep -qE "^p " || fail "p not in the trash: $(br list --deleted)"
 pass "deleting a parent keeps its child's data; the deleted branch is in the trash"
+br list --json | python3 -c '
+import json, sys
+bs = {b["name"]: b for b in json.load(sys.stdin)["branches"]}
+ch = bs["ch"]["bytes"]
+assert ch["logical"] >= 100000 and ch["own"] + ch["shared"] == ch["logical"], ch
+assert all("bytes" in b for b in bs.values()), bs' || fail "branch list --json lacks the bytes"
+rows | grep -E "^ch " | grep -qE "KiB|MiB" || fail "branch list does not show bytes: $(br list)"
+pass "branch list shows logical, own and shared bytes per branch"
 br undelete p >/dev/null || fail "undelete p"
 [ "$(tree_sum "$mnt/p/files")" = "$s_p" ] || fail "undeleted p differs from p before delete"
 br list --deleted | grep -qE "^p " && fail "p still in the trash after undelete"
@@ -120,7 +128,7 @@ br create t1 --ttl 2s >/dev/null || fail "create --ttl"
 br create t2 --expire-at "@$(($(date +%s) + 2))" >/dev/null || fail "create --expire-at"
 br create keep --ttl 1s >/dev/null && br set keep --no-expiry >/dev/null || fail "set --no-expiry"
 br create prot --ttl 1s --protected >/dev/null || fail "create --protected"
-rows | grep -E "^t1 " | grep -qE " [12]s$" || fail "list does not show t1's expiry: $(br list)"
+rows --no-bytes | grep -E "^t1 " | grep -qE " [12]s$" || fail "list does not show t1's expiry: $(br list)"
 sleep 5
 ls "$mnt" | grep -qx t1 && fail "t1 is still there 3 s after it expired"
 ls "$mnt" | grep -qx t2 && fail "t2 is still there 3 s after it expired"
@@ -149,12 +157,23 @@ psql_q "$port" "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 
 snap create db pgsnap >/dev/null || fail "snapshot of a running Postgres"
 [ -e "$mnt/.snapshots/pgsnap/postmaster.pid" ] && fail "the snapshot has a postmaster.pid"
 psql_q "$port" "DELETE FROM t WHERE v > 10" || fail "delete rows"
-expect_refused "restore while Postgres runs" 1 "Postgres runs on branch 'db'" br restore db --to pgsnap
-pg_stop "$mnt/db" || fail "stop"
-br restore db --to pgsnap >/dev/null || fail "restore db --to pgsnap"
-pg_start "$mnt/db" "$port" || fail "start after restore"
+# the daemon refuses to repoint a running cluster; the command line stops
+# Postgres, restores and starts it again on the same port
+reply=$(python3 - "$store/control.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rwb')
+f.write(b'{"cmd": "branch.restore", "name": "db", "snapshot": "pgsnap"}\n'); f.flush(); print(f.readline().decode().strip())
+PY
+)
+printf '%s' "$reply" | grep -q "Postgres runs on branch 'db'" || fail "the daemon restored a branch with Postgres running: $reply"
+[ "$(psql_q "$port" "SELECT count(*) FROM t")" = 10 ] || fail "the refused restore changed db"
+pass "the daemon refuses to restore while Postgres runs: $reply"
+pm0=$(head -n1 "$mnt/db/postmaster.pid")
+br restore db --to pgsnap >/dev/null || fail "restore db --to pgsnap with Postgres running"
 [ "$(psql_q "$port" "SELECT count(*) FROM t")" = 1000 ] || fail "after restore, t does not hold the snapshot's 1000 rows"
-pass "snapshot of a running Postgres; restore refused while it runs; after restore Postgres recovers the snapshot's 1000 rows"
+[ "$(head -n1 "$mnt/db/postmaster.pid")" != "$pm0" ] || fail "Postgres was not restarted by the restore"
+_LIB_PGPID[$mnt/db]=$(head -n1 "$mnt/db/postmaster.pid")
+pass "snapshot of a running Postgres; restore stops Postgres, repoints, starts it again on port $port with the snapshot's 1000 rows"
 pm=$(head -n1 "$mnt/db/postmaster.pid")
 _lib_alive "$pm" || fail "no postmaster on db"
 br delete db >/dev/null || fail "delete of a branch with Postgres running"
