@@ -75,31 +75,11 @@ static void usage(FILE *f)
 }
 
 /* "90", "90s", "10m", "1h", "1d" -> seconds; -1 if malformed. */
+/* A duration of at most a week (util.h's syntax), or -1. */
 static long parse_duration(const char *s)
 {
-	char *end;
-	long v = strtol(s, &end, 10);
-	if (end == s || v < 0)
-		return -1;
-	long mul = !*end || strcmp(end, "s") == 0 ? 1 : strcmp(end, "m") == 0 ? 60 : strcmp(end, "h") == 0 ? 3600
-		   : strcmp(end, "d") == 0 ? 86400 : -1;
-	return mul < 0 || v > 7 * 86400 / mul ? -1 : v * mul;
-}
-
-static void fmt_duration(long s, char *out, size_t n)
-{
-	if (s < 0)
-		s = 0;
-	if (s > 99999L * 86400)
-		s = 99999L * 86400;
-	if (s < 120)
-		snprintf(out, n, "%lds", s);
-	else if (s < 7200)
-		snprintf(out, n, "%ldm", s / 60);
-	else if (s < 172800)
-		snprintf(out, n, "%ldh", s / 3600);
-	else
-		snprintf(out, n, "%ldd", s / 86400);
+	int64_t v;
+	return cow_parse_duration(s, &v) < 0 || v > 7 * 86400 ? -1 : (long)v;
 }
 
 /* The mount point of STORE (its source in /proc/mounts), or "". */
@@ -412,12 +392,12 @@ static void status_line(json_t *pg)
 	char pid[16] = "-", up[16] = "-", mode[64] = "manual", port[8] = "-", idle[16];
 	if (t.pid) {
 		snprintf(pid, sizeof pid, "%d", (int)t.pid);
-		fmt_duration((long)(time(NULL) - t.started), up, sizeof up);
+		cli_duration(COW_MAX((long)(time(NULL) - t.started), 0L), up, sizeof up);
 	}
 	if (t.port)
 		snprintf(port, sizeof port, "%u", (unsigned)t.port);
 	if (t.on_demand) {
-		fmt_duration(t.idle, idle, sizeof idle);
+		cli_duration((long)t.idle, idle, sizeof idle);
 		snprintf(mode, sizeof mode, "on demand (idle %s)%s", idle,
 			 json_is_false(json_object_get(pg, "listening")) ? ", NOT LISTENING" : "");
 	}
@@ -581,7 +561,7 @@ static int do_ondemand(const struct opts *o, const char *name, const char *onoff
 	} else {
 		target_from(json_object_get(reply, "pg"), &t);
 		char d[16];
-		fmt_duration(t.idle, d, sizeof d);
+		cli_duration((long)t.idle, d, sizeof d);
 		if (on)
 			printf("branch %s: Postgres starts at the first connection to port %u or %s, and stops after %s "
 			       "without one\n", name, (unsigned)t.port, t.sockdir, d);

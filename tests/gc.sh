@@ -4,7 +4,8 @@
 #     everything; N MiB written on it become its own (N to N+2 MiB); a child
 #     of it then owns next to nothing, and the parent's N MiB are shared;
 #   gc reclaims deleted branches: after a branch that rewrote a table
-#     (VACUUM FULL) is deleted, the segment files on disk shrink back to
+#     (VACUUM FULL) is deleted, gc keeps its data while it is in the trash
+#     (and it comes back readable); purged, the segment files shrink back to
 #     within 5 % of their size before the branch; fsck is clean;
 #   gc (rewriting every segment with garbage, three times) while pgbench and
 #     a writer of acknowledged commits run on main and pgbench on another
@@ -96,7 +97,8 @@ own2=$(df_get acct2 own_bytes) sh2=$(df_get acct2 shared_bytes) own1b=$(df_get a
 [ "$sh2" -ge $((logical + N * MiB)) ] || fail "acct2 shares only $(mib "$sh2")"
 pass "a fresh child of acct owns $own2 bytes and shares $(mib "$sh2"); acct's own bytes drop to $own1b"
 "$C" df --store "$store" | sed 's/^/    /'
-br delete acct2 >/dev/null && br delete acct >/dev/null || fail "delete acct, acct2"
+# --now: past the trash, so that gc may reclaim them (the trash case is below)
+br delete --now acct2 >/dev/null && br delete --now acct >/dev/null || fail "delete acct, acct2"
 
 # --- gc reclaims a deleted branch that rewrote a table ---------------------------
 pg_stop "$pgm" || fail "stop main"
@@ -115,7 +117,16 @@ psql_q "$port2" "CHECKPOINT" || fail "CHECKPOINT on rw"
 pg_stop "$mnt/rw" || fail "stop rw"
 s1=$(seg_bytes)
 [ "$s1" -gt $((s0 + 100 * MiB)) ] || fail "rewriting pgbench_accounts twice grew the store by $(mib $((s1 - s0))) only"
+# in the trash (its grace period), the branch is a root: gc keeps its data
 br delete rw >/dev/null || fail "delete rw"
+out=$("$C" gc --store "$store") || fail "cowfs gc: $out"
+st=$(seg_bytes) # what rw alone holds must still be there (checked below, once it is purged)
+br undelete rw >/dev/null || fail "undelete rw after a gc"
+pg_start_free "$mnt/rw" port2 || fail "start Postgres on the undeleted rw"
+psql_q "$port2" "SELECT sum(abalance) FROM pgbench_accounts" >/dev/null || fail "read rw after gc and undelete"
+pg_stop "$mnt/rw" || fail "stop rw"
+pass "a deleted branch in the trash survives gc and comes back readable"
+br delete --now rw >/dev/null || fail "delete --now rw"
 out=$("$C" gc --store "$store") || fail "cowfs gc: $out"
 echo "    $out"
 s2=$(seg_bytes)
@@ -123,6 +134,9 @@ s2=$(seg_bytes)
 [ "$s2" -le $((s0 + s0 / 20)) ] ||
 	fail "after deleting rw and gc the segment files take $(mib "$s2"), more than 5 % over $(mib "$s0") before the branch"
 pass "segment files: $(mib "$s0") before the branch, $(mib "$s1") after its table rewrites, $(mib "$s2") after delete and gc"
+[ "$st" -ge $((s2 + 100 * MiB)) ] ||
+	fail "with rw in the trash gc left $(mib "$st"), with rw purged $(mib "$s2"): the trash did not keep rw's data"
+pass "gc kept rw's data while it was in the trash ($(mib "$st")) and reclaimed it once purged ($(mib "$s2"))"
 out=$("$C" fsck --store "$store") || fail "fsck after gc: $out"
 echo "$out" | grep -q "clean" || fail "fsck after gc: $out"
 pass "fsck after gc: $out"
@@ -138,7 +152,7 @@ for i in 1 2 3; do
 	sleep 2
 	br create junk >/dev/null || fail "branch create junk"
 	dd if=/dev/urandom of="$mnt/junk/junk.dat" bs=1M count=30 conv=fsync status=none || fail "write on junk"
-	br delete junk >/dev/null || fail "delete junk"
+	br delete --now junk >/dev/null || fail "delete junk"
 	out=$("$C" gc --store "$store" --threshold 100) || fail "gc $i under load: $out"
 	echo "    gc $i under load: $out"
 done
@@ -171,7 +185,7 @@ pg_stop "$mnt/side" && pg_stop "$pgm" || fail "stop"
 br create junk >/dev/null || fail "branch create junk"
 dd if=/dev/urandom of="$mnt/junk/junk.dat" bs=1M count=100 conv=fsync status=none || fail "write on junk"
 dd if=/dev/urandom of="$pgm/junk.dat" bs=1M count=60 conv=fsync status=none || fail "write on main"
-br delete junk >/dev/null || fail "delete junk"
+br delete --now junk >/dev/null || fail "delete junk"
 rm "$pgm/junk.dat" # garbage after the gc's checkpoint
 dd if=/dev/urandom of="$pgm/keep.dat" bs=1M count=20 conv=fsync status=none || fail "write on main"
 sum_keep=$(sha256sum <"$pgm/keep.dat")

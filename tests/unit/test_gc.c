@@ -59,8 +59,10 @@ static struct cow_branch *br(struct env *e, const char *name)
 
 static void branch_create(struct env *e, const char *name, const char *from)
 {
-	struct cow_ref ref;
-	ck_assert_int_eq(cow_fs_branch_create(e->fs, name, from, 0, &ref, NULL, NULL), 0);
+	struct cow_ref ref = { 0 };
+	snprintf(ref.name, sizeof ref.name, "%s", name);
+	snprintf(ref.parent, sizeof ref.parent, "%s", from);
+	ck_assert_int_eq(cow_fs_branch_create(e->fs, &ref, NULL, NULL), 0);
 }
 
 /* Write LEN bytes of seeded noise at OFF of DIR/NAME (created if needed). */
@@ -264,7 +266,7 @@ START_TEST(test_gc_reclaims_and_keeps_everything_else)
 	ck_assert_int_eq(cow_fs_usage(e.fs, &u1), 0);
 	ck_assert_uint_gt(u1.disk_bytes, u0.disk_bytes + 12 * MiB);
 	ck_assert_uint_ge(usage_of(&u1, "x")->own_bytes, 10 * MiB);
-	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "x"), 0);
+	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "x", true, &(pid_t){ 0 }), 0);
 	uint64_t before = dump_all(&e);
 	st = gc(&e, 0);
 	ck_assert_uint_gt(st.segments_rewritten, 0);
@@ -348,7 +350,7 @@ START_TEST(test_gc_online_loses_nothing)
 	branch_create(&e, "gone", "main");
 	write_file(br(&e, "gone"), "junk", 0, 8 * MiB, 78);
 	gc(&e, 0);
-	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "gone"), 0);
+	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "gone", true, &(pid_t){ 0 }), 0);
 	struct worker w = { .e = &e };
 	for (int i = 0; i < 16; i++)
 		w.seed[i] = 1000 + (uint64_t)(i % 5);
@@ -454,7 +456,7 @@ START_TEST(test_gc_crash_at_every_sync)
 	gc(&e, 0);
 	write_file(br(&e, "y"), "big", MiB, MiB, 46);
 	write_file(br(&e, "main"), "base", 2 * MiB, MiB, 47);
-	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "x"), 0);
+	ck_assert_int_eq(cow_fs_branch_delete(e.fs, "x", true, &(pid_t){ 0 }), 0);
 	uint64_t want = dump_all(&e);
 	ck_assert_int_eq(cow_fs_close(e.fs), 0);
 	ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
