@@ -42,7 +42,7 @@ for u in $units; do
 	! grep -n '@[A-Z_]*@' "$f" || fail "a placeholder is left in the installed $u"
 	case $u in *.service)
 		grep -qx 'EnvironmentFile=-/etc/default/cowfs' "$f" || fail "$u does not read /etc/default/cowfs"
-		grep '^Exec' "$f" | grep -v -e '=/usr/bin/cowfs ' -e '=/usr/bin/cowfsd ' -e '=-\?mkdir ' -e '=umount ' &&
+		grep '^Exec' "$f" | grep -v -e '=-\?/usr/bin/cowfs ' -e '=/usr/bin/cowfsd ' -e '=-\?mkdir ' -e '=umount ' &&
 			fail "$u runs something other than the installed binaries"
 	esac
 done
@@ -50,7 +50,7 @@ grep -qx 'ExecStart=/usr/bin/cowfsd -f -o "${COWFS_OPTIONS}" "${COWFS_STORE}" "$
 	fail "cowfs.service does not run the installed cowfsd in the foreground"
 grep -qx 'Type=notify' "$R$UD/cowfs.service" || fail "cowfs.service is not Type=notify"
 grep -qx 'ExecStart=/usr/bin/cowfs pg start %i' "$R$UD/cowfs-pg@.service" || fail "cowfs-pg@.service: ExecStart"
-grep -qx 'ExecStop=/usr/bin/cowfs pg stop %i' "$R$UD/cowfs-pg@.service" || fail "cowfs-pg@.service: ExecStop"
+grep -qx 'ExecStop=-/usr/bin/cowfs pg stop %i' "$R$UD/cowfs-pg@.service" || fail "cowfs-pg@.service: ExecStop"
 for t in $(cd "$TOP/systemd" && ls -- *.timer); do
 	grep -qx 'Persistent=true' "$R$UD/$t" || fail "$t is not Persistent=true"
 	[ -f "$R$UD/${t%.timer}.service" ] || fail "$t has no ${t%.timer}.service"
