@@ -33,10 +33,10 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify git envfile subcmd
+CORE := crc32c hash io util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
-all: $(B)/cowfs $(B)/cowfsd $(B)/mount.cowfs
+all: $(B)/cowfs $(B)/cowfs-git $(B)/cowfsd $(B)/mount.cowfs
 
 $(B):
 	mkdir -p $(B)
@@ -44,13 +44,20 @@ $(B):
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(B)/libcowfs.a: $(CORE_OBJS)
-	$(AR) rcs $@ $^
+# rebuilt whole when the module list changes, so that no dropped module stays in it
+$(B)/libcowfs.a: $(CORE_OBJS) Makefile
+	rm -f $@
+	$(AR) rcs $@ $(CORE_OBJS)
 
 $(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/cli_store.o $(B)/pgcli.o $(B)/gitcli.o $(B)/cicli.o
+CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/cli_store.o $(B)/pgcli.o $(B)/cicli.o
+# `cowfs git` is a program of its own: only it loads libgit2 (cowfs_git.c)
+GIT_OBJS := $(B)/cowfs_git.o $(B)/gitcli.o $(B)/git.o $(B)/cli.o
+$(B)/cowfs-git: $(GIT_OBJS) $(B)/libcowfs.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(B)/cowfs: $(CLI_OBJS) $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -62,7 +69,8 @@ UNIT := $(patsubst tests/unit/%.c,$(B)/%,$(wildcard tests/unit/test_*.c))
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 $(B)/test_%: tests/unit/test_%.c $(B)/libcowfs.a
-	$(CC) $(CFLAGS) -Isrc $(shell $(PKG_CONFIG) --cflags check) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) $(CHECK_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Isrc $(shell $(PKG_CONFIG) --cflags check) $(LDFLAGS) -o $@ $(filter %.c %.o %.a,$^) $(CHECK_LIBS) $(LDLIBS)
+$(B)/test_git: $(B)/git.o
 
 $(B)/fsops: tests/fsops.c | $(B)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c,$^)
@@ -87,6 +95,8 @@ SUBST   := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
 	install -m 0755 $(B)/cowfs $(B)/cowfsd $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(PREFIX)/lib/cowfs
+	install -m 0755 $(B)/cowfs-git $(DESTDIR)$(PREFIX)/lib/cowfs/
 	ln -sf $(BINDIR)/cowfsd $(DESTDIR)$(SBINDIR)/mount.cowfs
 	set -e; for m in $(MANS); do \
 		install -d $(DESTDIR)$(MANDIR)/man$${m##*.}; \
@@ -107,6 +117,7 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cowfs $(DESTDIR)$(BINDIR)/cowfsd $(DESTDIR)$(SBINDIR)/mount.cowfs
+	rm -rf $(DESTDIR)$(PREFIX)/lib/cowfs
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	for m in $(MANS); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; done
 	rm -rf $(DESTDIR)$(PREFIX)/share/cowfs/hooks

@@ -36,7 +36,6 @@
 #include "cli_diff.h"
 #include "cli_store.h"
 #include "fs.h"
-#include "gitcli.h"
 #include "pgcli.h"
 #include "util.h"
 
@@ -174,6 +173,38 @@ static int cmd_mount(int argc, char **argv)
 	return 1;
 }
 
+/* `cowfs git`: exec cowfs-git, next to this program (the build tree) or in
+ * ../lib/cowfs/ (installed), telling it where this program is. */
+static int run_git(int argc, char **argv)
+{
+	char self[PATH_MAX], prog[PATH_MAX + 32];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n <= 0) {
+		cow_err("cannot find this program: %s", strerror(errno));
+		return 1;
+	}
+	self[n] = 0;
+	setenv("COWFS_PROGRAM", self, 1);
+	char *dir = dirname(strdup(self));
+	const char *where[] = { "", "/../lib/cowfs" };
+	for (size_t i = 0; dir && i < COW_ARRAY_SIZE(where); i++) {
+		snprintf(prog, sizeof prog, "%s%s/cowfs-git", dir, where[i]);
+		if (access(prog, X_OK) == 0) {
+			char **v = calloc((size_t)argc + 2, sizeof *v);
+			if (!v)
+				break;
+			v[0] = prog;
+			for (int k = 0; k < argc; k++)
+				v[k + 1] = argv[k];
+			execv(prog, v);
+			cow_err("cannot run %s: %s", prog, strerror(errno));
+			return 1;
+		}
+	}
+	cow_err("cowfs-git is not installed next to %s (or in ../lib/cowfs/)", self);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	cow_msg_set_prefix("cowfs");
@@ -197,7 +228,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "df") == 0 || strcmp(cmd, "gc") == 0 || strcmp(cmd, "fsck") == 0)
 		return cmd_store_job(argc - 1, argv + 1);
 	if (strcmp(cmd, "git") == 0)
-		return gitcli_main(argc - 1, argv + 1);
+		return run_git(argc - 1, argv + 1);
 	if (strcmp(cmd, "diff") == 0)
 		return cmd_diff(argc - 1, argv + 1);
 	if (strcmp(cmd, "ci") == 0)

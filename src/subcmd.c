@@ -15,6 +15,12 @@
 
 void cow_subcmd_self(char *out, size_t n)
 {
+	/* cowfs-git is run by cowfs, which names itself here */
+	const char *prog = getenv("COWFS_PROGRAM");
+	if (prog && *prog) {
+		snprintf(out, n, "%s", prog);
+		return;
+	}
 	char self[PATH_MAX];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
 	if (len > 0) {

@@ -2,7 +2,8 @@
  * ...`, `cowfs pg start ...`), so that the git and ci commands go through
  * the same code, checks and messages as a user typing them.
  *
- * The program is /proc/self/exe (else "cowfs" in PATH).  The child gets
+ * The program is $COWFS_PROGRAM (set by cowfs for cowfs-git), else
+ * /proc/self/exe, else "cowfs" in PATH.  The child gets
  * stdin from /dev/null and its own process group, so that a Ctrl-C typed
  * at the terminal reaches the caller (which decides what to do) and not a
  * half-done `branch delete`.  Its stdout and stderr are collected (each
