@@ -241,7 +241,12 @@ int cow_pg_pick_port(const uint16_t *used, size_t n, uint16_t *ret)
 		bool taken = false;
 		for (size_t j = 0; j < n && !taken; j++)
 			taken = used[j] == p;
-		if (!taken && !cow_pg_port_bound(p)) {
+		/* Binding the wildcard address with SO_REUSEADDR fails while
+		 * anything listens on the port, on any address: enough to pick.
+		 * Reading /proc/net/tcp (cow_pg_port_bound) walks the kernel's
+		 * whole connection table, about a millisecond per read here, and
+		 * a branch create waits for this. */
+		if (!taken && !bind_refused(AF_INET, p) && !bind_refused(AF_INET6, p)) {
 			*ret = p;
 			return 0;
 		}
