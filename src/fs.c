@@ -398,6 +398,9 @@ void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret)
 			ret->branches++;
 			ret->branch_bytes += cow_branch_mem(fs->slots[i].branch);
 		}
+	for (unsigned i = 1; i < n; i++)
+		if (fs->slots[i].gone)
+			ret->gone_bytes += cow_branch_mem(fs->slots[i].gone);
 }
 
 const char *cow_fs_path(struct cow_fs *fs) { return cow_store_path(fs->store); }
@@ -425,6 +428,27 @@ static int random_id(struct cow_fs *fs, uint64_t *ret)
 	}
 }
 
+/* SL's branch leaves the mount: requests already in flight may still hold
+ * it, so it is kept (gone) until close, but folded into a root once more so
+ * that its memory shrinks to the inodes the kernel still references (the
+ * objects written are garbage for GC).  ckpt_lock held, fs->lock not. */
+static void trim_gone(struct slot *sl)
+{
+	cow_hash root;
+	uint64_t pos;
+	if (sl->gone && cow_branch_checkpoint(sl->gone, &root, &pos) < 0)
+		cow_warn("the state %s left behind keeps its memory until unmount", sl->ref.name);
+}
+
+static void retire(struct cow_fs *fs, struct slot *sl)
+{
+	pthread_mutex_lock(&fs->lock);
+	sl->gone = sl->branch;
+	sl->branch = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	trim_gone(sl);
+}
+
 /* Put a new branch or snapshot into a fresh slot; with OLD, the branch it
  * replaces leaves its slot.  ckpt_lock held. */
 static void install(struct cow_fs *fs, enum cow_ref_kind kind, const struct cow_ref *ref, struct cow_branch *b,
@@ -436,7 +460,7 @@ static void install(struct cow_fs *fs, enum cow_ref_kind kind, const struct cow_
 	s->ref = *ref;
 	s->branch = b;
 	fs->nslots++;
-	if (old) {
+	if (old) { /* the caller trims it (trim_gone) once it may take the time */
 		old->gone = old->branch;
 		old->branch = NULL;
 	}
@@ -596,8 +620,10 @@ int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, str
 		r = -ECHILD; /* no parent (any more) to reset to */
 		goto out;
 	}
-	if ((r = branch_from_parent(fs, p, &ref, COW_REF_BRANCH, old, NULL, NULL)) == 0)
+	if ((r = branch_from_parent(fs, p, &ref, COW_REF_BRANCH, old, NULL, NULL)) == 0) {
 		*ret = ref;
+		trim_gone(old); /* after the thaw: the parent need not wait for it */
+	}
 out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
@@ -612,8 +638,10 @@ int cow_fs_branch_restore(struct cow_fs *fs, const char *name, const char *snaps
 	if (r >= 0) {
 		struct slot *old = &fs->slots[r];
 		struct cow_ref ref = old->ref;
-		if ((r = branch_from_root(fs, &ref, &fs->slots[s].ref.root, old)) == 0)
+		if ((r = branch_from_root(fs, &ref, &fs->slots[s].ref.root, old)) == 0) {
 			*ret = ref;
+			trim_gone(old);
+		}
 	}
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
@@ -651,12 +679,8 @@ int cow_fs_branch_delete(struct cow_fs *fs, const char *name, bool purge, pid_t 
 	}
 	/* A crash here leaves the branch both live and in the trash: it stays
 	 * live, and the trash copy goes when its grace period ends. */
-	if ((r = cow_ref_remove(store, COW_REF_BRANCH, name)) == 0) {
-		pthread_mutex_lock(&fs->lock);
-		sl->gone = sl->branch;
-		sl->branch = NULL;
-		pthread_mutex_unlock(&fs->lock);
-	}
+	if ((r = cow_ref_remove(store, COW_REF_BRANCH, name)) == 0)
+		retire(fs, sl);
 out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
@@ -801,12 +825,8 @@ int cow_fs_snapshot_delete(struct cow_fs *fs, const char *name)
 	int r = find_kind_locked(fs, COW_REF_SNAPSHOT, name);
 	if (r >= 0) {
 		struct slot *sl = &fs->slots[r];
-		if ((r = cow_ref_remove(cow_store_path(fs->store), COW_REF_SNAPSHOT, name)) == 0) {
-			pthread_mutex_lock(&fs->lock);
-			sl->gone = sl->branch;
-			sl->branch = NULL;
-			pthread_mutex_unlock(&fs->lock);
-		}
+		if ((r = cow_ref_remove(cow_store_path(fs->store), COW_REF_SNAPSHOT, name)) == 0)
+			retire(fs, sl);
 	}
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;

@@ -42,6 +42,7 @@ struct cow_fs_stats {
 	uint64_t objects, object_bytes, dedup_hits, zero_puts;
 	uint64_t log_syncs, log_sync_waits;
 	uint64_t index_bytes, branch_bytes; /* memory */
+	uint64_t gone_bytes;        /* memory of deleted or replaced states, kept until close */
 	unsigned branches;
 };
 

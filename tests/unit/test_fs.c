@@ -308,6 +308,44 @@ START_TEST(test_diff_blocks)
 }
 END_TEST
 
+/* A deleted or reset branch is kept until close (requests in flight may
+ * hold it), but its memory must not stay: a daemon that serves CI deletes
+ * branches all day. */
+START_TEST(test_gone_memory_released)
+{
+	struct env e;
+	env_new(&e);
+	for (int round = 0; round < 2; round++) {
+		create(&e, "ci", "main", 0, false);
+		struct cow_branch *b = branch(&e, "ci");
+		for (int i = 0; i < 3000; i++) {
+			char name[32];
+			struct cow_attr a;
+			snprintf(name, sizeof name, "f%d", i);
+			ck_assert_int_eq(cow_branch_mknod(b, COW_ROOT_INO, name, S_IFREG | 0644, 0, 0, 0, &a), 0);
+			ck_assert_int_eq(cow_branch_write(b, a.ino, 0, 5, "hello"), 5);
+			cow_branch_forget(b, a.ino, 1);
+		}
+		struct cow_fs_stats before, after;
+		cow_fs_get_stats(e.fs, &before);
+		pid_t pid;
+		struct cow_ref r;
+		if (round == 0) {
+			ck_assert_int_eq(cow_fs_branch_delete(e.fs, "ci", true, &pid), 0);
+		} else {
+			ck_assert_int_eq(cow_fs_branch_reset(e.fs, "ci", &pid, &r), 0);
+			ck_assert_int_eq(cow_fs_branch_delete(e.fs, "ci", true, &pid), 0);
+		}
+		cow_fs_get_stats(e.fs, &after);
+		/* what stays of a deleted state is its root directory and the
+		 * cache's table, not every inode and tree node it had loaded */
+		ck_assert_uint_gt(before.branch_bytes, 1000000);
+		ck_assert_uint_lt(after.gone_bytes, (round + 1) * before.branch_bytes / 5);
+	}
+	env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fs");
@@ -317,6 +355,7 @@ int main(void)
 	tcase_add_test(tc, test_trash_and_undelete);
 	tcase_add_test(tc, test_expiry_and_protection);
 	tcase_add_test(tc, test_diff_blocks);
+	tcase_add_test(tc, test_gone_memory_released);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
