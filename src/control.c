@@ -21,7 +21,6 @@
 #include "fs.h"
 #include "log.h"
 #include "pgd.h"
-#include "postmaster.h"
 #include "ref.h"
 #include "store.h"
 #include "util.h"
@@ -331,14 +330,10 @@ static json_t *h_branch_delete(struct req *q)
 	int r, stop_err = 0;
 	/* an on-demand Postgres is the daemon's: stopped first, and no longer listened for after */
 	cow_pgd_hold(pgd_of(q->c), name);
-	for (int attempt = 0;; attempt++) {
+	if (json_is_true(stop))
+		r = cow_fs_branch_delete_stopping(q->c->fs, name, json_is_true(purge), &pid, &stop_err);
+	else
 		r = cow_fs_branch_delete(q->c->fs, name, json_is_true(purge), &pid);
-		if (r != -EBUSY || !json_is_true(stop) || attempt == 2)
-			break;
-		cow_info("stopping Postgres (pid %d) on branch %s before deleting it", (int)pid, name);
-		if ((stop_err = cow_postmaster_stop(pid, 60)) < 0)
-			break;
-	}
 	cow_pgd_release(pgd_of(q->c), name, r == 0);
 	if (stop_err < 0)
 		return error("cannot stop Postgres (pid %d) on branch '%s': %s", (int)pid, name, strerror(-stop_err));

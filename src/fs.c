@@ -855,30 +855,31 @@ static int trash_purge(struct cow_fs *fs, const char *name, int64_t cutoff, stru
 	return r;
 }
 
+int cow_fs_branch_delete_stopping(struct cow_fs *fs, const char *name, bool purge, pid_t *ret_pid, int *ret_stop_err)
+{
+	*ret_stop_err = 0;
+	for (int attempt = 0;; attempt++) {
+		int r = cow_fs_branch_delete(fs, name, purge, ret_pid);
+		if (r != -EBUSY || attempt == 2)
+			return r; /* -EBUSY at last: Postgres was started again each time */
+		cow_info("stopping Postgres (pid %d) on branch %s before deleting it", (int)*ret_pid, name);
+		if ((*ret_stop_err = cow_postmaster_stop(*ret_pid, 60)) < 0)
+			return *ret_stop_err;
+	}
+}
+
 /* Delete NAME if it is still expired at NOW; stop its Postgres first. */
 static int reap_branch(struct cow_fs *fs, const char *name, int64_t now, struct cow_ref *ret)
 {
-	for (int attempt = 0; attempt < 3; attempt++) {
-		unsigned slot;
-		int r = cow_fs_branch_get(fs, name, ret);
-		if (r < 0)
-			return r;
-		if (!ret->expires || ret->expires > now)
-			return -EAGAIN; /* changed meanwhile */
-		if (ret->protected)
-			return -EPERM;
-		pid_t pid = 0;
-		struct cow_branch *b = cow_fs_branch_find(fs, name, &slot) == 0 ? cow_fs_branch(fs, slot) : NULL;
-		if (b && cow_postmaster_running(b, &pid)) {
-			cow_info("branch %s expired: stopping its Postgres (pid %d)", name, (int)pid);
-			if ((r = cow_postmaster_stop(pid, 60)) < 0)
-				return r;
-		}
-		r = cow_fs_branch_delete(fs, name, false, &pid);
-		if (r != -EBUSY)
-			return r; /* else Postgres was started again meanwhile */
-	}
-	return -EBUSY;
+	int r = cow_fs_branch_get(fs, name, ret), stop_err;
+	pid_t pid = 0;
+	if (r < 0)
+		return r;
+	if (!ret->expires || ret->expires > now)
+		return -EAGAIN; /* changed meanwhile */
+	if (ret->protected)
+		return -EPERM;
+	return cow_fs_branch_delete_stopping(fs, name, false, &pid, &stop_err);
 }
 
 int cow_fs_reap(struct cow_fs *fs, int64_t now, int64_t grace, cow_fs_reap_fn report, void *ctx)

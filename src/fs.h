@@ -86,6 +86,10 @@ int cow_fs_branch_create_from_snapshot(struct cow_fs *fs, const char *snapshot, 
 /* Move NAME to the trash (PURGE: drop it at once), where it stays until
  * cow_fs_reap finds its grace period over.  -ENOTEMPTY for the last branch. */
 int cow_fs_branch_delete(struct cow_fs *fs, const char *name, bool purge, pid_t *ret_pid);
+/* The same, stopping the Postgres that runs on NAME first (and again should
+ * it have been started meanwhile, twice at most); a failed stop is returned
+ * as is, and also in *RET_STOP_ERR. */
+int cow_fs_branch_delete_stopping(struct cow_fs *fs, const char *name, bool purge, pid_t *ret_pid, int *ret_stop_err);
 /* Bring back the branch NAME from the trash (-ENOENT: not there). */
 int cow_fs_branch_undelete(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 /* Repoint NAME at its parent's current state (a crash-consistent image, as
