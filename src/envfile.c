@@ -242,34 +242,9 @@ int cow_envfile_write(const char *path, const char *text, size_t len)
 		r = -errno;
 		goto fail;
 	}
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, text + done, len - done);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			goto fail;
-		}
-		done += (size_t)n;
-	}
-	if (fsync(fd) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		r = -errno;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, target) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	return cow_fsync_path(dir);
+	return cow_write_tmp_durable(fd, tmp, target, dir, text, len);
 fail:
-	if (fd >= 0)
-		close(fd);
+	close(fd);
 	unlink(tmp);
 	return r;
 }

@@ -68,19 +68,11 @@ int cow_fsync_path(const char *path)
 	return r;
 }
 
-int cow_write_file_durable(const char *dir, const char *name, const void *buf, size_t len)
+int cow_write_tmp_durable(int fd, const char *tmp, const char *dst, const char *dir, const void *buf, size_t len)
 {
-	char tmp[4096], dst[4096];
-	if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name) >= sizeof tmp ||
-	    (size_t)snprintf(dst, sizeof dst, "%s/%s", dir, name) >= sizeof dst)
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
 	const char *p = buf;
-	size_t left = len;
 	int r = 0;
-	while (left) {
+	for (size_t left = len; left;) {
 		ssize_t n = write(fd, p, left);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -89,13 +81,17 @@ int cow_write_file_durable(const char *dir, const char *name, const void *buf, s
 			goto fail;
 		}
 		p += n;
-		left -= n;
+		left -= (size_t)n;
 	}
 	if (fsync(fd) < 0) {
 		r = -errno;
 		goto fail;
 	}
-	close(fd);
+	if (close(fd) < 0) {
+		fd = -1;
+		r = -errno;
+		goto fail;
+	}
 	fd = -1;
 	if (rename(tmp, dst) < 0) {
 		r = -errno;
@@ -107,6 +103,18 @@ fail:
 		close(fd);
 	unlink(tmp);
 	return r;
+}
+
+int cow_write_file_durable(const char *dir, const char *name, const void *buf, size_t len)
+{
+	char tmp[4096], dst[4096];
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name) >= sizeof tmp ||
+	    (size_t)snprintf(dst, sizeof dst, "%s/%s", dir, name) >= sizeof dst)
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	return cow_write_tmp_durable(fd, tmp, dst, dir, buf, len);
 }
 
 int cow_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len)

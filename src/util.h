@@ -33,6 +33,10 @@ static inline uint64_t cow_get_le64(const void *p) { const uint8_t *b = p; uint6
 
 /* Write LEN bytes as DIR/NAME atomically and durably. */
 int cow_write_file_durable(const char *dir, const char *name, const void *buf, size_t len);
+/* The common tail of such writes: BUF into FD (open on TMP, in DIR), fsync,
+ * close, rename TMP to DST, fsync DIR.  FD is closed, and TMP removed on
+ * failure, whatever happens. */
+int cow_write_tmp_durable(int fd, const char *tmp, const char *dst, const char *dir, const void *buf, size_t len);
 /* Read a whole small file (at most MAX bytes) into a malloc'd buffer (NUL-terminated). */
 int cow_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);
 int cow_fsync_path(const char *path);
