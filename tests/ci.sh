@@ -23,13 +23,7 @@ store=$T/store mnt=$T/mnt
 mkdir -p "$mnt"
 store_init "$store" postgres >/dev/null || fail "cowfs init"
 cowfs_mount "$store" "$mnt" || fail "mount"
-# at exit, before lib.sh unmounts: any Postgres left on a branch of this mount
-_ci_cleanup() {
-	local d
-	for d in "$mnt"/*/; do [ -f "$d/postmaster.pid" ] && _LIB_PGDATA+=("${d%/}"); done
-	_LIB_PGDATA+=("$mnt")
-}
-trap 'rc=$?; _ci_cleanup; (exit $rc); _lib_cleanup' EXIT
+pg_stop_branches_at_exit "$mnt"
 export COWFS_STORE=$store
 
 branches() { "$C" branch list --json | python3 -c 'import json,sys

@@ -36,17 +36,8 @@ store=$T/store mnt=$T/mnt repo=$T/repo
 mkdir -p "$mnt"
 store_init "$store" postgres >/dev/null || fail "cowfs init"
 cowfs_mount "$store" "$mnt" || fail "mount"
-# At exit, before lib.sh unmounts: every Postgres on a branch of this mount
-# (started by hand or by a hook) is stopped, the rest killed by its cwd.
-_git_cleanup() {
-	local d
-	for d in "$mnt"/*/; do [ -f "$d/postmaster.pid" ] && _LIB_PGDATA+=("${d%/}"); done
-	_LIB_PGDATA+=("$mnt")
-}
-trap 'rc=$?; _git_cleanup; (exit $rc); _lib_cleanup' EXIT
-
-export GIT_CONFIG_NOSYSTEM=1 HOME=$T # no user's or system's git settings
-export GIT_AUTHOR_NAME=test GIT_AUTHOR_EMAIL=test@example.invalid GIT_COMMITTER_NAME=test GIT_COMMITTER_EMAIL=test@example.invalid
+pg_stop_branches_at_exit "$mnt"
+git_test_env "$T"
 branches() { "$C" branch list --json --store "$store" | python3 -c 'import json,sys
 print(" ".join(sorted(b["name"] for b in json.load(sys.stdin)["branches"])))'; }
 has_branch() { [[ " $(branches) " == *" $1 "* ]]; }

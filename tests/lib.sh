@@ -53,6 +53,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 
 _LIB_MOUNTS=()
 _LIB_PGDATA=()
+_LIB_PGMOUNTS=()
 _LIB_TMPDIRS=()
 _LIB_RMDIRS=()
 _LIB_DAEMONS=()
@@ -64,6 +65,10 @@ _lib_cleanup() {
 	local rc=$?
 	local d m p _
 	for p in "${_LIB_BGPIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	for m in "${_LIB_PGMOUNTS[@]}"; do
+		for d in "$m"/*/; do [ -f "$d/postmaster.pid" ] && _LIB_PGDATA+=("${d%/}"); done
+		_LIB_PGDATA+=("$m")
+	done
 	for d in "${_LIB_PGDATA[@]}"; do
 		[ -f "$d/postmaster.pid" ] && timeout 60 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
 		# whatever is left (dead mount, hung stop, orphaned backends): kill -9 by pid
@@ -176,6 +181,18 @@ pg_start() {
 	pm=$(head -n1 "$d/postmaster.pid" 2>/dev/null)
 	[ -n "$pm" ] && _LIB_PGPID[$d]=$pm
 	return 0
+}
+
+# At exit, before the mounts go: every Postgres on a branch of the mount MNT
+# (started by hand, by a hook or by cowfs pg) is stopped, the rest killed by
+# its working directory.
+pg_stop_branches_at_exit() { _LIB_PGMOUNTS+=("$1"); }
+
+# A git of the test's own: no user's or system's settings, HOME in DIR.
+git_test_env() {
+	export GIT_CONFIG_NOSYSTEM=1 HOME=$1
+	export GIT_AUTHOR_NAME=test GIT_AUTHOR_EMAIL=test@example.invalid GIT_COMMITTER_NAME=test \
+		GIT_COMMITTER_EMAIL=test@example.invalid
 }
 
 pg_stop() {

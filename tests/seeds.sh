@@ -23,13 +23,8 @@ store=$T/store mnt=$T/mnt repo=$T/repo
 mkdir -p "$mnt"
 store_init "$store" postgres >/dev/null || fail "cowfs init"
 cowfs_mount "$store" "$mnt" || fail "mount"
-_seeds_cleanup() {
-	local d
-	for d in "$mnt"/*/; do [ -f "$d/postmaster.pid" ] && _LIB_PGDATA+=("${d%/}"); done
-}
-trap 'rc=$?; _seeds_cleanup; (exit $rc); _lib_cleanup' EXIT
-export GIT_CONFIG_NOSYSTEM=1 HOME=$T
-export GIT_AUTHOR_NAME=test GIT_AUTHOR_EMAIL=test@example.invalid GIT_COMMITTER_NAME=test GIT_COMMITTER_EMAIL=test@example.invalid
+pg_stop_branches_at_exit "$mnt"
+git_test_env "$T"
 db=feature-inventory-split
 # q SQL: psql with the env file's settings, as the application would connect
 q() { (set -a && . "$repo/.env" && "$PSQL" -X -q -At -v ON_ERROR_STOP=1 -c "$1"); }
