@@ -37,6 +37,9 @@ struct cow_log {
 	int prep_fd;               /* >= 0: ready */
 	int prep_err;
 	uint64_t seg_syncs_start;  /* stats.syncs when cur_seg was started */
+	/* page cache of cur_seg: writeback started below wb_off, dropped below
+	 * drop_off (protected by lock; see cache_behind()) */
+	uint32_t wb_off, drop_off;
 	uint32_t ends[COW_LOG_MAX_SEGMENTS]; /* end of each full segment (protected by lock) */
 	uint8_t dropped[COW_LOG_MAX_SEGMENTS / 8]; /* the dropped set (protected by lock) */
 	/* Written once per segment before any position in it is handed out, and
@@ -52,6 +55,76 @@ static bool is_dropped(const struct cow_log *log, uint32_t seg)
 }
 
 static uint32_t pad8(uint32_t n) { return (n + 7) & ~7u; }
+
+/* ---- page cache behind the log ----------------------------------------
+ *
+ * The kernel already caches file data above FUSE (keep_cache, writeback
+ * cache), so a block the daemon appends would be cached twice: once in the
+ * branch file's pages, once in the segment's.  The second copy halves the
+ * memory left for caching and makes every append take pages nobody will
+ * read, which is slow where fresh pages are dear (a VM whose memory is
+ * given back to the host when freed: ~25 us per 8 KiB append instead of
+ * ~3).  So the log drops what it appended from the page cache once it is
+ * durable: after each group commit and each roll, and, for appends with no
+ * sync in sight (bulk loads), it starts writeback of each WINDOW as it
+ * fills and drops the window before.  Only advice: durability is still
+ * fdatasync's job, a page the kernel cannot drop yet stays for its LRU,
+ * and the page holding the tail is never dropped, so appends never read. */
+#define CACHE_WINDOW (8u << 20)
+
+struct cache_op {
+	uint32_t seg;
+	uint32_t from, to; /* page-aligned byte range; empty: nothing to do */
+	bool writeback;    /* start writeback of the range instead of dropping it */
+};
+
+static uint32_t page_down(uint32_t off) { return off & ~4095u; }
+
+/* Under lock: what to do with cur_seg's cache now that everything below
+ * SYNCED_OFF is durable (0: nothing new is durable) and the tail is at
+ * cur_off.  At most two operations. */
+static int cache_behind(struct cow_log *log, uint32_t synced_off, struct cache_op op[2])
+{
+	int n = 0;
+	uint32_t seg = log->cur_seg, tail = page_down(log->cur_off);
+	if (synced_off) {
+		uint32_t to = COW_MIN(page_down(synced_off), tail);
+		if (to > log->drop_off) {
+			op[n++] = (struct cache_op){ seg, log->drop_off, to, false };
+			log->drop_off = to;
+			log->wb_off = COW_MAX(log->wb_off, to);
+		}
+		return n;
+	}
+	if (tail >= log->wb_off + CACHE_WINDOW) {
+		op[n++] = (struct cache_op){ seg, log->wb_off, tail, true };
+		log->wb_off = tail;
+		/* the window before the one just started has had a window's
+		 * worth of appends to reach the disk */
+		uint32_t to = log->wb_off - CACHE_WINDOW;
+		if (to > log->drop_off + CACHE_WINDOW / 2) {
+			op[n++] = (struct cache_op){ seg, log->drop_off, to, false };
+			log->drop_off = to;
+		}
+	}
+	return n;
+}
+
+/* Outside lock. */
+static void cache_apply(struct cow_log *log, const struct cache_op *op, int n)
+{
+	pthread_rwlock_rdlock(&log->seg_lock);
+	for (int i = 0; i < n; i++) {
+		int fd = log->fds[op[i].seg];
+		if (fd < 0 || op[i].to <= op[i].from)
+			continue;
+		if (op[i].writeback)
+			sync_file_range(fd, op[i].from, op[i].to - op[i].from, SYNC_FILE_RANGE_WRITE);
+		else
+			posix_fadvise(fd, op[i].from, op[i].to - op[i].from, POSIX_FADV_DONTNEED);
+	}
+	pthread_rwlock_unlock(&log->seg_lock);
+}
 
 static void seg_path(const char *dir, uint32_t seg, char *out, size_t n)
 {
@@ -691,6 +764,8 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 		if (s == last)
 			log->cur_off = (uint32_t)end;
 	}
+	/* The scan's pages stay: blocks read at mount are read again soon. */
+	log->wb_off = log->drop_off = page_down(log->cur_off);
 	log->cur_seg = last;
 	log->synced = COW_LOG_POS(log->cur_seg, log->cur_off);
 	/* leftovers from a previous run may be half written */
@@ -739,7 +814,9 @@ void cow_log_close(struct cow_log *log)
 }
 
 /* Called with lock held. */
-static int roll_segment(struct cow_log *log)
+/* Seal cur_seg and start the next.  *DROP is set to the sealed segment's
+ * cache to drop once the lock is released. */
+static int roll_segment(struct cow_log *log, struct cache_op *drop)
 {
 	if (log->cur_seg + 1 >= COW_LOG_MAX_SEGMENTS)
 		return -ENOSPC;
@@ -762,6 +839,9 @@ static int roll_segment(struct cow_log *log)
 	if ((r = segment_install(log->dir, name, fd, log->cur_seg + 1)) < 0)
 		return r;
 	log->seg_syncs_start = log->stats.syncs;
+	/* synced whole above: none of it need stay, prepared zeros past the end included */
+	*drop = (struct cache_op){ log->cur_seg, log->drop_off, COW_LOG_SEGMENT_MAX, false };
+	log->wb_off = log->drop_off = 0;
 	log->ends[log->cur_seg] = log->cur_off;
 	log->fds[log->cur_seg + 1] = fd;
 	log->synced = COW_LOG_POS(log->cur_seg + 1, COW_LOG_SEG_HDR);
@@ -802,13 +882,19 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 		goto out;
 
 	struct iovec v[COW_IO_MAX_IOV];
+	struct cache_op ops[4];
+	int nops = 0;
 	pthread_mutex_lock(&log->lock);
 	r = log->failed;
 	int i = 0;
 	while (r == 0 && i < n) {
-		if ((uint64_t)log->cur_off + total[i] > COW_LOG_SEGMENT_MAX && log->cur_off > COW_LOG_SEG_HDR &&
-		    (r = roll_segment(log)) < 0)
-			break;
+		if ((uint64_t)log->cur_off + total[i] > COW_LOG_SEGMENT_MAX && log->cur_off > COW_LOG_SEG_HDR) {
+			struct cache_op drop;
+			if ((r = roll_segment(log, &drop)) < 0)
+				break;
+			if (nops < 2) /* more than two rolls in one call: the LRU takes the rest */
+				ops[nops++] = drop;
+		}
 		/* as many records as fit in this segment and in one pwritev */
 		int j = i, nv = 0;
 		uint64_t bytes = 0;
@@ -846,7 +932,10 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 		log->prep_wanted = log->prep_running; /* without it, a roll makes a sparse segment */
 		pthread_cond_broadcast(&log->prep_cond);
 	}
+	if (r == 0)
+		nops += cache_behind(log, 0, ops + nops);
 	pthread_mutex_unlock(&log->lock);
+	cache_apply(log, ops, nops);
 out:
 	free(hdr);
 	free(total);
@@ -900,6 +989,8 @@ int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void 
 
 int cow_log_sync(struct cow_log *log)
 {
+	struct cache_op ops[2];
+	int nops = 0;
 	pthread_mutex_lock(&log->lock);
 	log->stats.sync_waits++;
 	uint64_t target = COW_LOG_POS(log->cur_seg, log->cur_off);
@@ -914,6 +1005,8 @@ int cow_log_sync(struct cow_log *log)
 		int fd = log->fds[log->cur_seg];
 		log->stats.syncs++;
 		pthread_mutex_unlock(&log->lock);
+		cache_apply(log, ops, nops);
+		nops = 0;
 		int r = cow_io_fdatasync(fd);
 		pthread_mutex_lock(&log->lock);
 		log->syncing = false;
@@ -922,11 +1015,15 @@ int cow_log_sync(struct cow_log *log)
 			cow_err("fdatasync of the log failed: %s; refusing all further writes", strerror(-r));
 		} else if (pos > log->synced) {
 			log->synced = pos;
+			/* a roll since has dropped that segment's cache whole */
+			if (COW_LOG_POS_SEG(pos) == log->cur_seg)
+				nops = cache_behind(log, COW_LOG_POS_OFF(pos), ops);
 		}
 		pthread_cond_broadcast(&log->synced_cond);
 	}
 	int r = log->failed;
 	pthread_mutex_unlock(&log->lock);
+	cache_apply(log, ops, nops);
 	return r;
 }
 
@@ -951,9 +1048,12 @@ int cow_log_roll(struct cow_log *log)
 {
 	pthread_mutex_lock(&log->lock);
 	int r = log->failed;
+	struct cache_op drop = { 0 };
 	if (r == 0 && log->cur_off > COW_LOG_SEG_HDR)
-		r = roll_segment(log);
+		r = roll_segment(log, &drop);
 	pthread_mutex_unlock(&log->lock);
+	if (r == 0)
+		cache_apply(log, &drop, 1);
 	return r;
 }
 
