@@ -12,6 +12,8 @@
  *   reap=DURATION        how often expired branches are looked for (default 1m)
  *   timeout=SECONDS      kernel entry/attribute cache time (default 60)
  *   writeback / nowriteback   kernel write-back caching (default on)
+ *   strictlimit          keep the kernel's hard cap on the mount's dirty
+ *                        pages (writeback.h; by default it is lifted)
  *   debug                like -d: foreground, every request logged
  * allow_other and default_permissions are always on: the store records owners
  * and modes, and the kernel enforces them for every user.
@@ -47,6 +49,7 @@
 #include "pgd.h"
 #include "ref.h"
 #include "notify.h"
+#include "writeback.h"
 #include "util.h"
 
 static void usage(FILE *f, const char *prog)
@@ -58,6 +61,7 @@ static void usage(FILE *f, const char *prog)
 		"  -d            foreground and log every FUSE request\n"
 		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
 		"                grace=DURATION, reap=DURATION, writeback, nowriteback,\n"
+		"                strictlimit,\n"
 		"                and kernel mount options (ro, noatime, ...)\n"
 		"See cowfsd(8).\n",
 		prog);
@@ -78,7 +82,7 @@ struct opts {
 	unsigned checkpoint, reap;
 	int64_t grace;
 	double timeout;
-	bool writeback, foreground, debug;
+	bool writeback, strictlimit, foreground, debug;
 	char fuse_opts[2048];
 };
 
@@ -116,6 +120,8 @@ static int parse_o(struct opts *o, char *list)
 			o->writeback = true;
 		} else if (strcmp(tok, "nowriteback") == 0) {
 			o->writeback = false;
+		} else if (strcmp(tok, "strictlimit") == 0) {
+			o->strictlimit = true;
 		} else if (strncmp(tok, "max_read=", 9) == 0) {
 			/* libfuse ends the session at FUSE_INIT unless init() asks for the
 			 * same size, and the daemon exited 0 without a mount */
@@ -306,6 +312,14 @@ int main(int argc, char **argv)
 		fuse_session_destroy(se);
 		cow_fs_close(ctx.fs);
 		return 1;
+	}
+	/* Only with the write-back cache do writes wait for the dirty limit. */
+	if (o.writeback && !o.strictlimit) {
+		cow_writeback_flusher(); /* where allowed: writeback.h */
+		int wr = cow_writeback_lift(mnt);
+		if (wr < 0)
+			cow_info("the kernel's dirty-page cap for FUSE stays (%s): writes may wait for the daemon sooner",
+				 strerror(-wr));
 	}
 	if (!o.foreground) {
 		char logpath[PATH_MAX + 16];

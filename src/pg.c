@@ -18,6 +18,7 @@
 
 #include "branch.h"
 #include "util.h"
+#include "writeback.h"
 
 /* ---- socket directory ------------------------------------------------- */
 
@@ -847,6 +848,7 @@ int cow_pg_spawn(const struct cow_pg_user *u, const char *bindir, char *const ar
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		cow_writeback_child(); /* while still root: it takes CAP_SYS_RESOURCE */
 		if (become && (setgroups((size_t)u->ngroups, u->groups) < 0 || setgid(u->gid) < 0 || setuid(u->uid) < 0))
 			_exit(126);
 		if (chdir("/") < 0)

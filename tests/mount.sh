@@ -37,8 +37,19 @@ _LIB_MOUNTS+=("$mnt")
 "$helper" "$store" "$mnt" -n -o rw,noatime,defaults,_netdev,nofail || fail "mount.cowfs with fstab options"
 grep -q " $mnt fuse.cowfs .*noatime" /proc/mounts || fail "not mounted as fuse.cowfs with noatime"
 [ -d "$mnt/main" ] || fail "no branch main under $mnt"
+# the kernel's hard cap on a FUSE mount's dirty pages is lifted (writeback.h)
+bdi=/sys/class/bdi/$(awk -v m="$mnt" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)
+[ "$(cat "$bdi/max_ratio")" = 100 ] || fail "$bdi/max_ratio is $(cat "$bdi/max_ratio"), not 100"
+[ ! -e "$bdi/strict_limit" ] || [ "$(cat "$bdi/strict_limit")" = 0 ] || fail "$bdi/strict_limit is not 0"
 cowfs_umount "$mnt" || fail "umount after mount.cowfs"
-pass "mount.cowfs SPEC DIR -n -o rw,noatime,defaults,_netdev,nofail"
+pass "mount.cowfs SPEC DIR -n -o rw,noatime,defaults,_netdev,nofail (dirty-page cap lifted)"
+
+"$helper" "$store" "$mnt" -o strictlimit || fail "mount.cowfs -o strictlimit"
+bdi=/sys/class/bdi/$(awk -v m="$mnt" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)
+[ "$(cat "$bdi/max_ratio")" = 1 ] || fail "-o strictlimit: $bdi/max_ratio is $(cat "$bdi/max_ratio"), not the kernel's 1"
+[ ! -e "$bdi/strict_limit" ] || [ "$(cat "$bdi/strict_limit")" = 1 ] || fail "-o strictlimit: $bdi/strict_limit is not 1"
+cowfs_umount "$mnt" || fail "umount after mount.cowfs -o strictlimit"
+pass "mount.cowfs -o strictlimit keeps the kernel's cap"
 
 # mount -t cowfs, through the installed /sbin/mount.cowfs: in a private mount
 # namespace with the DESTDIR laid over /usr (as_installed, lib.sh), so nothing
