@@ -1,9 +1,13 @@
 /* Unit tests of the log: append and read back, recovery from a log cut at
  * every record boundary and inside every record, a crash that garbles
- * unsynced writes, sticky sync failures, group commit, and the segments GC
- * drops (told apart from segments lost by accident). */
+ * unsynced writes, sticky sync failures, group commit, the segments GC
+ * drops (told apart from segments lost by accident), and the page cache
+ * the log leaves behind. */
+#include <linux/magic.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 
 #include "crc32c.h"
 #include "io.h"
@@ -455,6 +459,57 @@ START_TEST(test_newer_segment_version_refused)
 END_TEST
 
 /* Four segments, records 1..4 in segment k; returns the log open. */
+/* What the log appended and synced does not stay in the page cache (the
+ * kernel caches it above FUSE already); the page holding the tail does.
+ * On a disk filesystem: tmpfs keeps every page by nature. */
+START_TEST(test_synced_appends_leave_page_cache)
+{
+	char tmp[] = "/var/tmp/cowfs-unit.XXXXXX", dir[512], path[600];
+	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	struct statfs sf;
+	ck_assert_int_eq(statfs(tmp, &sf), 0);
+	ck_assert_msg(sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC, "/var/tmp must be on a disk filesystem");
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	uint8_t *buf = malloc(8200);
+	uint64_t pos = 0;
+	for (int i = 0; i < 512; i++) { /* 4 MiB, in group commits of 64 records */
+		memset(buf, i + 1, 8200);
+		struct iovec iov = { buf, 8200 };
+		ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &pos), 0);
+		if (i % 64 == 63)
+			ck_assert_int_eq(cow_log_sync(log), 0);
+	}
+	uint64_t end = cow_log_end(log);
+	ck_assert_uint_eq(COW_LOG_POS_SEG(end), 1);
+	size_t tail_page = COW_LOG_POS_OFF(end) / 4096, pages = tail_page + 1;
+	snprintf(path, sizeof path, "%s/%016x.seg", dir, 1);
+	int fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	void *m = mmap(NULL, pages * 4096, PROT_READ, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(m, MAP_FAILED);
+	unsigned char *vec = malloc(pages);
+	ck_assert_int_eq(mincore(m, pages * 4096, vec), 0);
+	size_t resident = 0;
+	for (size_t p = 0; p < tail_page; p++)
+		resident += vec[p] & 1;
+	ck_assert_msg(resident == 0, "%zu of %zu synced pages still cached", resident, tail_page);
+	ck_assert_msg(vec[tail_page] & 1, "the tail page was dropped: the next append would read it");
+	/* and what was dropped reads back */
+	uint8_t b;
+	ck_assert_int_eq(cow_log_read(log, pos, 8199, &b, 1), 0);
+	ck_assert_int_eq(b, 512 % 256);
+	munmap(m, pages * 4096);
+	close(fd);
+	free(vec);
+	free(buf);
+	cow_log_close(log);
+	tu_rmrf(tmp);
+}
+END_TEST
+
 static struct cow_log *four_segments(const char *dir, uint64_t *pos)
 {
 	ck_assert_int_eq(cow_log_create(dir), 0);
@@ -595,6 +650,7 @@ int main(void)
 	tcase_add_test(tc, test_sync_failure_is_sticky);
 	tcase_add_test(tc, test_group_commit);
 	tcase_add_test(tc, test_scan_while_appending);
+	tcase_add_test(tc, test_synced_appends_leave_page_cache);
 	tcase_add_test(tc, test_missing_segment_refused);
 	tcase_add_test(tc, test_newer_segment_version_refused);
 	tcase_add_test(tc, test_drop_segments);
