@@ -69,8 +69,14 @@ static uint32_t pad8(uint32_t n) { return (n + 7) & ~7u; }
  * sync in sight (bulk loads), it starts writeback of each WINDOW as it
  * fills and drops the window before.  Only advice: durability is still
  * fdatasync's job, a page the kernel cannot drop yet stays for its LRU,
- * and the page holding the tail is never dropped, so appends never read. */
+ * and the page holding the tail (with its folio) is never dropped, so
+ * appends never read. */
 #define CACHE_WINDOW (8u << 20)
+/* The page cache may hold a file in folios of up to 2 MiB (a PMD), and a
+ * folio only partly inside a DONTNEED range is left alone: each drop
+ * starts again from the folio boundary below, so that one cut by the last
+ * drop goes with the next. */
+#define FOLIO_MAX (2u << 20)
 
 struct cache_op {
 	uint32_t seg;
@@ -121,7 +127,8 @@ static void cache_apply(struct cow_log *log, const struct cache_op *op, int n)
 		if (op[i].writeback)
 			sync_file_range(fd, op[i].from, op[i].to - op[i].from, SYNC_FILE_RANGE_WRITE);
 		else
-			posix_fadvise(fd, op[i].from, op[i].to - op[i].from, POSIX_FADV_DONTNEED);
+			posix_fadvise(fd, op[i].from & ~(FOLIO_MAX - 1), op[i].to - (op[i].from & ~(FOLIO_MAX - 1)),
+				      POSIX_FADV_DONTNEED);
 	}
 	pthread_rwlock_unlock(&log->seg_lock);
 }
@@ -813,9 +820,8 @@ void cow_log_close(struct cow_log *log)
 	free(log);
 }
 
-/* Called with lock held. */
-/* Seal cur_seg and start the next.  *DROP is set to the sealed segment's
- * cache to drop once the lock is released. */
+/* Called with lock held: seal cur_seg and start the next.  *DROP is set to
+ * the sealed segment's cache, to drop once the lock is released. */
 static int roll_segment(struct cow_log *log, struct cache_op *drop)
 {
 	if (log->cur_seg + 1 >= COW_LOG_MAX_SEGMENTS)
