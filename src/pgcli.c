@@ -106,6 +106,24 @@ static int reply_error(json_t *reply)
 	return json_is_string(code) && strcmp(json_string_value(code), "not_running") == 0 ? 3 : 1;
 }
 
+/* Send REQ (taken) to STORE's daemon: its reply if that says ok; else NULL
+ * after a message, *RET_STATUS then being the exit status (3: not running). */
+static json_t *ask(const char *store, json_t *req, int *ret_status)
+{
+	json_t *reply = request(store, req);
+	json_decref(req);
+	*ret_status = 1;
+	if (!reply)
+		return NULL;
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		*ret_status = reply_error(reply);
+		json_decref(reply);
+		return NULL;
+	}
+	*ret_status = 0;
+	return reply;
+}
+
 static void target_from(json_t *pg, struct target *t)
 {
 	const char *s;
@@ -173,34 +191,22 @@ static int target_get(const struct opts *o, const char *name, const char *verb, 
 			return 1;
 		}
 	}
-	json_t *req = json_pack("{s:s, s:s}", "cmd", "pg.info", "name", name);
-	json_t *reply = request(t->store, req);
-	json_decref(req);
+	int r;
+	json_t *reply = ask(t->store, json_pack("{s:s, s:s}", "cmd", "pg.info", "name", name), &r);
 	if (!reply)
 		return 1;
-	int r = 0;
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		reply_error(reply);
-		r = 1;
-	} else
-		target_from(json_object_get(reply, "pg"), t);
+	target_from(json_object_get(reply, "pg"), t);
 	json_decref(reply);
-	return r;
+	return 0;
 }
 
 /* Ask the daemon CMD about T (on-demand start/stop); prints the outcome. */
 static int daemon_pg(struct target *t, const char *cmd, json_t **ret)
 {
-	json_t *req = json_pack("{s:s, s:s}", "cmd", cmd, "name", t->name);
-	json_t *reply = request(t->store, req);
-	json_decref(req);
+	int r;
+	json_t *reply = ask(t->store, json_pack("{s:s, s:s}", "cmd", cmd, "name", t->name), &r);
 	if (!reply)
-		return 1;
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		int r = reply_error(reply);
-		json_decref(reply);
 		return r;
-	}
 	target_from(json_object_get(reply, "pg"), t);
 	if (ret)
 		*ret = reply;
@@ -423,15 +429,9 @@ static int do_status(const struct opts *o, const char *name)
 			return 1;
 		req = json_pack("{s:s}", "cmd", "pg.list");
 	}
-	reply = request(store, req);
-	json_decref(req);
-	if (!reply)
-		return 1;
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		int r = reply_error(reply);
-		json_decref(reply);
+	int r;
+	if (!(reply = ask(store, req, &r)))
 		return r;
-	}
 	list = name ? json_object_get(reply, "pg") : json_object_get(reply, "branches");
 	if (o->json) {
 		char *text = json_dumps(list, JSON_COMPACT);
@@ -448,7 +448,6 @@ static int do_status(const struct opts *o, const char *name)
 			json_array_foreach(list, i, pg) status_line(pg);
 		}
 	}
-	int r = 0;
 	if (name) {
 		target_from(list, &t);
 		r = running(&t) ? 0 : 3;
@@ -551,25 +550,20 @@ static int do_ondemand(const struct opts *o, const char *name, const char *onoff
 	json_t *req = json_pack("{s:s, s:s, s:b}", "cmd", "pg.ondemand", "name", name, "on", (int)on);
 	if (o->idle)
 		json_object_set_new(req, "idle", json_integer(idle));
-	json_t *reply = request(t.store, req);
-	json_decref(req);
+	int r;
+	json_t *reply = ask(t.store, req, &r);
 	if (!reply)
-		return 1;
-	int r = 0;
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		r = reply_error(reply);
-	} else {
-		target_from(json_object_get(reply, "pg"), &t);
-		char d[16];
-		cli_duration((long)t.idle, d, sizeof d);
-		if (on)
-			printf("branch %s: Postgres starts at the first connection to port %u or %s, and stops after %s "
-			       "without one\n", name, (unsigned)t.port, t.sockdir, d);
-		else
-			printf("branch %s: Postgres no longer on demand (start it with 'cowfs pg start %s')\n", name, name);
-	}
+		return r;
+	target_from(json_object_get(reply, "pg"), &t);
+	char d[16];
+	cli_duration((long)t.idle, d, sizeof d);
+	if (on)
+		printf("branch %s: Postgres starts at the first connection to port %u or %s, and stops after %s "
+		       "without one\n", name, (unsigned)t.port, t.sockdir, d);
+	else
+		printf("branch %s: Postgres no longer on demand (start it with 'cowfs pg start %s')\n", name, name);
 	json_decref(reply);
-	return r;
+	return 0;
 }
 
 static int do_initdb(const struct opts *o, const char *name, int argc, char **argv)
