@@ -773,6 +773,18 @@ static bool alive(pid_t pid)
 	return p && sscanf(p + 1, " %c", &state) == 1 && state != 'Z' && state != 'X';
 }
 
+/* Carry out PLAN from a hook: what prune says, said the hook's way. */
+static void hook_prune(struct ctx *c, json_t *plan)
+{
+	char text[8192] = "";
+	FILE *mem = fmemopen(text, sizeof text - 1, "w");
+	prune_apply(c, plan, false, mem);
+	if (mem)
+		fclose(mem);
+	for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+		hook_say("%s", l);
+}
+
 static void hook_reference_transaction(struct ctx *c, int argc, char **argv)
 {
 	char line[COW_GIT_BRANCH_MAX + 256];
@@ -826,15 +838,8 @@ static void hook_reference_transaction(struct ctx *c, int argc, char **argv)
 	}
 	for (int i = 0; i < k; i++) {
 		json_t *plan = prune_plan(c, PRUNE_GONE, dbs[i], true);
-		if (plan) {
-			char text[4096] = "";
-			FILE *mem = fmemopen(text, sizeof text - 1, "w");
-			prune_apply(c, plan, false, mem);
-			if (mem)
-				fclose(mem);
-			for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
-				hook_say("%s", l);
-		}
+		if (plan)
+			hook_prune(c, plan);
 		json_decref(plan);
 	}
 	if (lock >= 0)
@@ -861,13 +866,7 @@ static void hook_post_merge(struct ctx *c)
 	if (!(plan = prune_plan(c, PRUNE_MERGED, NULL, auto_prune)))
 		goto out;
 	if (auto_prune) {
-		char text[8192] = "";
-		FILE *mem = fmemopen(text, sizeof text - 1, "w");
-		prune_apply(c, plan, false, mem);
-		if (mem)
-			fclose(mem);
-		for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
-			hook_say("%s", l);
+		hook_prune(c, plan);
 	} else {
 		char names[900] = "";
 		size_t i, count = 0;
