@@ -325,6 +325,19 @@ static void release_locked(struct cow_pgd *d, struct od *o)
 	pthread_cond_broadcast(&d->cond);
 }
 
+/* O is OD_STOPPING: stop its Postgres and mark it stopped; d->lock held
+ * (dropped while stopping). */
+static void finish_stop_locked(struct cow_pgd *d, struct od *o)
+{
+	pid_t pid = o->pid;
+	pthread_mutex_unlock(&d->lock);
+	stop_postgres(pid);
+	pthread_mutex_lock(&d->lock);
+	o->state = OD_STOPPED;
+	o->pid = 0;
+	pthread_cond_broadcast(&d->cond);
+}
+
 /* Stop O's Postgres if it runs; d->lock held (dropped while stopping). */
 static void stop_locked(struct cow_pgd *d, struct od *o)
 {
@@ -333,13 +346,7 @@ static void stop_locked(struct cow_pgd *d, struct od *o)
 	if (o->state != OD_RUNNING)
 		return;
 	o->state = OD_STOPPING;
-	pid_t pid = o->pid;
-	pthread_mutex_unlock(&d->lock);
-	stop_postgres(pid);
-	pthread_mutex_lock(&d->lock);
-	o->state = OD_STOPPED;
-	o->pid = 0;
-	pthread_cond_broadcast(&d->cond);
+	finish_stop_locked(d, o);
 	cow_info("pg: stopped Postgres on branch %s", o->name);
 }
 
@@ -623,12 +630,7 @@ static void *idle_stop_thread(void *arg)
 	struct od *o = s->o;
 	free(s);
 	pthread_mutex_lock(&d->lock);
-	pid_t pid = o->pid;
-	pthread_mutex_unlock(&d->lock);
-	stop_postgres(pid);
-	pthread_mutex_lock(&d->lock);
-	o->state = OD_STOPPED;
-	o->pid = 0;
+	finish_stop_locked(d, o); /* the acceptor marked it stopping */
 	cow_info("pg: stopped Postgres on branch %s after %u s without a connection", o->name, (unsigned)o->idle);
 	put_locked(o);
 	d->threads--;
