@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "branch.h"
+#include "crashio.h"
 #include "fs.h"
 #include "io.h"
 #include "log.h"
@@ -391,51 +392,6 @@ END_TEST
 
 /* ---- crashes ----------------------------------------------------------- */
 
-/* The crash-simulating I/O of test_log.c, cut down: writes not yet covered
- * by an fdatasync of their file turn to garbage when the power fails, which
- * it does at the CRASH_AT-th fdatasync (that sync does not happen). */
-#define MAXW 8192
-static struct { int fd; off_t off; size_t len; } unsynced[MAXW];
-static int nunsynced, nsyncs, crash_at;
-static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static ssize_t t_pwritev(int fd, const struct iovec *iov, int n, off_t off)
-{
-	ssize_t r = pwritev(fd, iov, n, off);
-	pthread_mutex_lock(&io_lock);
-	if (r > 0 && nunsynced < MAXW)
-		unsynced[nunsynced++] = (typeof(unsynced[0])){ fd, off, (size_t)r };
-	pthread_mutex_unlock(&io_lock);
-	return r;
-}
-
-static ssize_t t_pread(int fd, void *b, size_t n, off_t off) { return pread(fd, b, n, off); }
-static int t_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
-
-static int t_fdatasync(int fd)
-{
-	pthread_mutex_lock(&io_lock);
-	if (++nsyncs == crash_at) {
-		for (int i = 0; i < nunsynced; i++) {
-			uint8_t *g = malloc(unsynced[i].len);
-			tu_fill(g, unsynced[i].len, (uint64_t)i + 99);
-			if (pwrite(unsynced[i].fd, g, unsynced[i].len, unsynced[i].off) < 0)
-				_exit(5);
-			free(g);
-		}
-		_exit(0);
-	}
-	int j = 0;
-	for (int i = 0; i < nunsynced; i++)
-		if (unsynced[i].fd != fd)
-			unsynced[j++] = unsynced[i];
-	nunsynced = j;
-	pthread_mutex_unlock(&io_lock);
-	return fdatasync(fd);
-}
-
-static const struct cow_io crash_io = { t_pwritev, t_pread, t_fdatasync, t_ftruncate };
-
 START_TEST(test_gc_crash_at_every_sync)
 {
 	struct env e;
@@ -468,9 +424,9 @@ START_TEST(test_gc_crash_at_every_sync)
 		pid_t pid = fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
-			nunsynced = nsyncs = 0;
-			crash_at = k;
-			cow_io_set(&crash_io);
+			crashio_reset();
+			crashio_crash_at = k; /* writes not yet covered by a sync turn to garbage there */
+			cow_io_set(&crashio);
 			struct cow_fs *fs;
 			if (cow_fs_open(e.path, &fs) < 0)
 				_exit(6);

@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <sys/vfs.h>
 
+#include "crashio.h"
 #include "crc32c.h"
 #include "io.h"
 #include "log.h"
@@ -179,79 +180,13 @@ START_TEST(test_damage_mid_log_is_refused)
 }
 END_TEST
 
-/* ---- a crash-simulating I/O backend ---------------------------------- */
-
-#define MAXW 4096
-static struct { int fd; off_t off; size_t len; } unsynced[MAXW];
-static int nunsynced;
-static int syncs;
-static int sync_delay_ms;
-static int fail_next_sync;
-static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static ssize_t t_pwritev(int fd, const struct iovec *iov, int n, off_t off)
-{
-	ssize_t r = pwritev(fd, iov, n, off);
-	pthread_mutex_lock(&io_lock);
-	if (r > 0 && nunsynced < MAXW)
-		unsynced[nunsynced++] = (typeof(unsynced[0])){ fd, off, (size_t)r };
-	pthread_mutex_unlock(&io_lock);
-	return r;
-}
-
-static ssize_t t_pread(int fd, void *b, size_t n, off_t off) { return pread(fd, b, n, off); }
-
-static int t_fdatasync(int fd)
-{
-	if (sync_delay_ms)
-		usleep(sync_delay_ms * 1000);
-	pthread_mutex_lock(&io_lock);
-	syncs++;
-	int fail = fail_next_sync;
-	fail_next_sync = 0;
-	if (!fail) {
-		int j = 0;
-		for (int i = 0; i < nunsynced; i++)
-			if (unsynced[i].fd != fd)
-				unsynced[j++] = unsynced[i];
-		nunsynced = j;
-	}
-	pthread_mutex_unlock(&io_lock);
-	if (fail) {
-		errno = EIO;
-		return -1;
-	}
-	return fdatasync(fd);
-}
-
-static int t_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
-
-static const struct cow_io crash_io = { t_pwritev, t_pread, t_fdatasync, t_ftruncate };
-
-/* The power fails: every write not covered by a sync turns to garbage. */
-static void crash_garble(void)
-{
-	for (int i = 0; i < nunsynced; i++) {
-		uint8_t *g = malloc(unsynced[i].len);
-		tu_fill(g, unsynced[i].len, (uint64_t)i + 99);
-		ck_assert_int_eq(pwrite(unsynced[i].fd, g, unsynced[i].len, unsynced[i].off), (ssize_t)unsynced[i].len);
-		free(g);
-	}
-	nunsynced = 0;
-}
-
-static void reset_io(void)
-{
-	nunsynced = syncs = sync_delay_ms = fail_next_sync = 0;
-}
-
 START_TEST(test_crash_garbles_unsynced)
 {
 	char *tmp = tu_tmpdir(), dir[512];
 	snprintf(dir, sizeof dir, "%s/seg", tmp);
 	ck_assert_int_eq(cow_log_create(dir), 0);
-	reset_io();
-	cow_io_set(&crash_io);
+	crashio_reset();
+	cow_io_set(&crashio);
 	struct cow_log *log;
 	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
 	uint8_t buf[5000];
@@ -263,7 +198,7 @@ START_TEST(test_crash_garbles_unsynced)
 		if (i == 5)
 			ck_assert_int_eq(cow_log_sync(log), 0); /* records 0..5 acknowledged */
 	}
-	crash_garble(); /* records 6..9 were never synced */
+	ck_assert_int_eq(crashio_garble(), 0); /* records 6..9 were never synced */
 	cow_io_set(NULL);
 	/* the crashed process's log object is abandoned, not closed (no final sync) */
 	struct seen s = { 0 };
@@ -284,15 +219,15 @@ START_TEST(test_sync_failure_is_sticky)
 	char *tmp = tu_tmpdir(), dir[512];
 	snprintf(dir, sizeof dir, "%s/seg", tmp);
 	ck_assert_int_eq(cow_log_create(dir), 0);
-	reset_io();
-	cow_io_set(&crash_io);
+	crashio_reset();
+	cow_io_set(&crashio);
 	struct cow_log *log;
 	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
 	uint8_t b = 1;
 	struct iovec iov = { &b, 1 };
 	uint64_t p;
 	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
-	fail_next_sync = 1;
+	crashio_fail_next = 1;
 	ck_assert_int_eq(cow_log_sync(log), -EIO);
 	/* after one failed sync, nothing is accepted any more */
 	ck_assert_int_eq(cow_log_sync(log), -EIO);
@@ -330,11 +265,11 @@ START_TEST(test_group_commit)
 	char *tmp = tu_tmpdir(), dir[512];
 	snprintf(dir, sizeof dir, "%s/seg", tmp);
 	ck_assert_int_eq(cow_log_create(dir), 0);
-	reset_io();
-	cow_io_set(&crash_io);
+	crashio_reset();
+	cow_io_set(&crashio);
 	struct cow_log *log;
 	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
-	sync_delay_ms = 200;
+	crashio_delay_ms = 200;
 	pthread_barrier_t bar;
 	pthread_barrier_init(&bar, NULL, 8);
 	pthread_t th[8];
@@ -351,8 +286,8 @@ START_TEST(test_group_commit)
 	cow_log_get_stats(log, &st);
 	ck_assert_uint_eq(st.sync_waits, 8);
 	ck_assert_uint_le(st.syncs, 3);
-	ck_assert_int_eq(nunsynced, 0); /* every append is durable */
-	sync_delay_ms = 0;
+	ck_assert_int_eq(crashio_unsynced(), 0); /* every append is durable */
+	crashio_delay_ms = 0;
 	cow_log_close(log);
 	cow_io_set(NULL);
 	tu_rmrf(tmp);
