@@ -12,11 +12,7 @@
 source "$(dirname "$0")/lib.sh"
 
 C=$COWFS_BIN/cowfs
-tmpdir_new T
-store=$T/store mnt=$T/mnt
-mkdir -p "$mnt"
-store_init "$store" postgres >/dev/null || fail "cowfs init"
-cowfs_mount "$store" "$mnt" || fail "mount"
+store_mounted_new
 br() { "$C" branch "$@" --store "$store"; }
 
 # tree_sum DIR: contents, types, modes and owners of every file below DIR

@@ -18,11 +18,7 @@ source "$(dirname "$0")/lib.sh"
 C=$COWFS_BIN/cowfs
 PSQL=$PGBIN/psql
 [ -x "$C" ] || fail "$C missing: run make first"
-tmpdir_new T
-store=$T/store mnt=$T/mnt
-mkdir -p "$mnt"
-store_init "$store" postgres >/dev/null || fail "cowfs init"
-cowfs_mount "$store" "$mnt" || fail "mount"
+store_mounted_new
 pg_stop_branches_at_exit "$mnt"
 export COWFS_STORE=$store
 

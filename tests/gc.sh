@@ -23,11 +23,7 @@ cowfs_require
 
 C=$COWFS_BIN/cowfs
 MiB=1048576
-tmpdir_new T
-store=$T/store mnt=$T/mnt
-mkdir -p "$mnt"
-store_init "$store" postgres >/dev/null || fail "cowfs init"
-cowfs_mount "$store" "$mnt" || fail "mount"
+store_mounted_new
 br() { "$C" branch "$@" --store "$store"; }
 
 # bytes of segment files on disk (allocated, as du counts them)

@@ -31,11 +31,8 @@ C=$COWFS_BIN/cowfs
 PSQL=$PGBIN/psql
 [ -x "$C" ] || fail "$C missing: run make first"
 command -v git >/dev/null || fail "git is not installed"
-tmpdir_new T
-store=$T/store mnt=$T/mnt repo=$T/repo
-mkdir -p "$mnt"
-store_init "$store" postgres >/dev/null || fail "cowfs init"
-cowfs_mount "$store" "$mnt" || fail "mount"
+store_mounted_new
+repo=$T/repo
 pg_stop_branches_at_exit "$mnt"
 git_test_env "$T"
 branches() { "$C" branch list --json --store "$store" | python3 -c 'import json,sys

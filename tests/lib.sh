@@ -11,6 +11,9 @@
 #                               is removed at exit
 #   cowfs_mount STORE MNT [ARGS] mount (background daemon), ARGS go to cowfs mount
 #                               (e.g. -o nowriteback); registers cleanup
+#   store_mounted_new [ARGS]    a new temp dir T with a store (owner postgres) at
+#                               $T/store mounted at $T/mnt (ARGS to cowfs mount);
+#                               sets T, store and mnt
 #   cowfs_umount MNT            unmount, wait for the daemon to exit
 #   cowfs_daemon_pid MNT        pid of the daemon serving MNT
 #   pg_initdb DATADIR           initdb as postgres (extra initdb options from $INITDB_OPTS)
@@ -124,6 +127,14 @@ store_init() {
 	tag=$(od -An -tx1 -j16 -N4 "$1/cowfs.super" 2>/dev/null | tr -d ' \n')
 	[ ${#tag} -eq 8 ] && rmdir_at_exit "/run/cowfs/$tag"
 	return 0
+}
+
+store_mounted_new() {
+	tmpdir_new T
+	store=$T/store mnt=$T/mnt
+	mkdir -p "$mnt"
+	store_init "$store" postgres >/dev/null || fail "cowfs init"
+	cowfs_mount "$store" "$mnt" "$@" || fail "mount"
 }
 
 cowfs_mount() {

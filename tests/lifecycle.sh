@@ -16,12 +16,8 @@
 source "$(dirname "$0")/lib.sh"
 
 C=$COWFS_BIN/cowfs
-tmpdir_new T
-store=$T/store mnt=$T/mnt
-mkdir -p "$mnt"
-store_init "$store" postgres >/dev/null || fail "cowfs init"
 # a short grace period and a reaper that looks every second
-cowfs_mount "$store" "$mnt" -o grace=6s,reap=1s || fail "mount"
+store_mounted_new -o grace=6s,reap=1s
 br() { "$C" branch "$@" --store "$store"; }
 snap() { "$C" snapshot "$@" --store "$store"; }
 tree_sum() {

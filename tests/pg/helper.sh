@@ -25,11 +25,8 @@ source "$(dirname "$0")/../lib.sh"
 C=$COWFS_BIN/cowfs
 PSQL=$PGBIN/psql
 [ -x "$C" ] || fail "$C missing: run make first"
-tmpdir_new T
-store=$T/store mnt=$T/mnt
-mkdir -p "$mnt" "$T/log" && chown postgres "$T/log"
-store_init "$store" postgres >/dev/null || fail "cowfs init"
-cowfs_mount "$store" "$mnt" || fail "mount"
+store_mounted_new
+mkdir -p "$T/log" && chown postgres "$T/log" || fail "mkdir $T/log"
 export COWFS_STORE=$store
 pgc() { "$C" pg "$@"; }
 br() { "$C" branch "$@"; }
