@@ -65,18 +65,22 @@ static uint32_t pad8(uint32_t n) { return (n + 7) & ~7u; }
  * read, which is slow where fresh pages are dear (a VM whose memory is
  * given back to the host when freed: ~25 us per 8 KiB append instead of
  * ~3).  So the log drops what it appended from the page cache once it is
- * durable: after each group commit and each roll, and, for appends with no
- * sync in sight (bulk loads), it starts writeback of each WINDOW as it
- * fills and drops the window before.  Only advice: durability is still
- * fdatasync's job, a page the kernel cannot drop yet stays for its LRU,
- * and the page holding the tail (with its folio) is never dropped, so
- * appends never read. */
+ * durable: after a group commit that makes DROP_MIN more durable, after
+ * each roll, and, for appends with no sync in sight (bulk loads), it
+ * starts writeback of each WINDOW as it fills and drops the window before.
+ * Only advice: durability is still fdatasync's job, a page the kernel
+ * cannot drop yet stays for its LRU, and the page holding the tail (with
+ * its folio) is never dropped, so appends never read. */
 #define CACHE_WINDOW (8u << 20)
 /* The page cache may hold a file in folios of up to 2 MiB (a PMD), and a
  * folio only partly inside a DONTNEED range is left alone: each drop
  * starts again from the folio boundary below, so that one cut by the last
  * drop goes with the next. */
 #define FOLIO_MAX (2u << 20)
+/* A group commit drops what it made durable only once that is this much:
+ * each drop is a syscall that may wait for every CPU to drain its page
+ * batches, and a commit-heavy load syncs a few KiB at a time. */
+#define DROP_MIN (256u << 10)
 
 struct cache_op {
 	uint32_t seg;
@@ -95,7 +99,7 @@ static int cache_behind(struct cow_log *log, uint32_t synced_off, struct cache_o
 	uint32_t seg = log->cur_seg, tail = page_down(log->cur_off);
 	if (synced_off) {
 		uint32_t to = COW_MIN(page_down(synced_off), tail);
-		if (to > log->drop_off) {
+		if (to >= log->drop_off + DROP_MIN) {
 			op[n++] = (struct cache_op){ seg, log->drop_off, to, false };
 			log->drop_off = to;
 			log->wb_off = COW_MAX(log->wb_off, to);
