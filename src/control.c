@@ -496,33 +496,38 @@ static int note_diff(void *ctx, const struct cow_diff_entry *e)
 	return f && json_array_append_new(d->files, f) == 0 ? 0 : -ENOMEM;
 }
 
-/* The branch, or else the snapshot, named in KEY. */
-static struct cow_branch *branch_or_snapshot(struct req *q, const char *key, json_t **err)
+/* The branch, or else the snapshot, named in KEY: held (fs.h) in *SLOT. */
+static struct cow_branch *branch_or_snapshot(struct req *q, const char *key, unsigned *slot, json_t **err)
 {
 	const char *name = name_field(q, key, "branch", err);
-	unsigned slot;
 	if (!name)
 		return NULL;
-	if (cow_fs_branch_find(q->c->fs, name, &slot) == 0 || cow_fs_snapshot_find(q->c->fs, name, &slot) == 0) {
-		struct cow_branch *b = cow_fs_branch(q->c->fs, slot);
-		if (b)
-			return b;
-	}
-	*err = error("no branch or snapshot '%s'", name);
-	return NULL;
+	struct cow_branch *b = cow_fs_hold_name(q->c->fs, COW_REF_BRANCH, name, slot);
+	if (!b)
+		b = cow_fs_hold_name(q->c->fs, COW_REF_SNAPSHOT, name, slot);
+	if (!b)
+		*err = error("no branch or snapshot '%s'", name);
+	return b;
 }
 
 static json_t *h_diff_blocks(struct req *q)
 {
 	json_t *err = NULL;
-	struct cow_branch *a = branch_or_snapshot(q, "a", &err), *b = a ? branch_or_snapshot(q, "b", &err) : NULL;
-	if (!b)
+	unsigned sa, sb;
+	struct cow_branch *a = branch_or_snapshot(q, "a", &sa, &err);
+	struct cow_branch *b = a ? branch_or_snapshot(q, "b", &sb, &err) : NULL;
+	if (!b) {
+		if (a)
+			cow_fs_release(q->c->fs, sa);
 		return err;
+	}
 	/* fold live changes into roots, so that shared block maps are skipped whole */
 	int r = cow_fs_checkpoint(q->c->fs);
 	struct diff_out d = { json_array(), 0 };
 	if (r == 0)
 		r = cow_diff_branches(a, b, note_diff, &d);
+	cow_fs_release(q->c->fs, sa);
+	cow_fs_release(q->c->fs, sb);
 	if (r < 0) {
 		json_decref(d.files);
 		return error("cannot compare: %s", strerror(-r));

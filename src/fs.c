@@ -23,12 +23,18 @@
 /* Checkpoint a dirty branch at least this often in log bytes, to bound replay. */
 #define CHECKPOINT_LOG_BYTES (256ull << 20)
 
+/* A slot is free for a new state once its last one has left (branch and
+ * gone NULL), nobody holds it and the kernel has forgotten every node id
+ * in it: only then can no request meant for the old state reach the new. */
 struct slot {
 	enum cow_ref_kind kind;    /* COW_REF_BRANCH or COW_REF_SNAPSHOT */
 	struct cow_branch *branch; /* NULL: free, or deleted */
-	struct cow_branch *gone;   /* a deleted branch, kept until close: requests
-				    * already in flight may still hold it */
-	struct cow_ref ref;        /* protected by ckpt_lock */
+	struct cow_branch *gone;   /* a deleted or replaced state that requests
+				    * still hold: freed by the last release */
+	unsigned users;            /* holds not yet released (fs->lock) */
+	int64_t kernel_refs;       /* node ids the kernel was given less those it
+				    * forgot (fs->lock); see cow_fs_slot_refs */
+	struct cow_ref ref;        /* protected by ckpt_lock; written also under lock */
 };
 
 struct cow_fs {
@@ -319,25 +325,100 @@ int cow_fs_close(struct cow_fs *fs)
 
 int cow_fs_sync(struct cow_fs *fs) { return cow_store_sync(fs->store); }
 
-struct cow_branch *cow_fs_branch(struct cow_fs *fs, unsigned slot)
+/* ---- holds: a state is freed only when no request uses it ------------- */
+
+/* The slot of live KIND ref NAME, or -ENOENT; fs->lock or ckpt_lock held. */
+static int find_kind_locked(struct cow_fs *fs, enum cow_ref_kind kind, const char *name);
+static int find_locked(struct cow_fs *fs, const char *name);
+
+
+struct cow_branch *cow_fs_hold(struct cow_fs *fs, unsigned slot)
 {
 	if (slot == 0 || slot >= COW_FS_MAX_BRANCHES)
 		return NULL;
 	pthread_mutex_lock(&fs->lock);
 	struct cow_branch *b = slot < fs->nslots ? fs->slots[slot].branch : NULL;
+	if (b)
+		fs->slots[slot].users++;
 	pthread_mutex_unlock(&fs->lock);
 	return b;
 }
 
-static const char *slot_name(struct cow_fs *fs, unsigned slot, enum cow_ref_kind kind)
+struct cow_branch *cow_fs_hold_name(struct cow_fs *fs, enum cow_ref_kind kind, const char *name, unsigned *ret_slot)
 {
-	/* a slot's kind and name never change once it is in use */
-	return cow_fs_branch(fs, slot) && fs->slots[slot].kind == kind ? fs->slots[slot].ref.name : NULL;
+	pthread_mutex_lock(&fs->lock);
+	int r = find_kind_locked(fs, kind, name);
+	struct cow_branch *b = NULL;
+	if (r >= 0) {
+		b = fs->slots[r].branch;
+		fs->slots[r].users++;
+		*ret_slot = (unsigned)r;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return b;
 }
 
-const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot) { return slot_name(fs, slot, COW_REF_BRANCH); }
+void cow_fs_release(struct cow_fs *fs, unsigned slot)
+{
+	struct cow_branch *done = NULL;
+	pthread_mutex_lock(&fs->lock);
+	struct slot *sl = &fs->slots[slot];
+	if (--sl->users == 0) {
+		done = sl->gone;
+		sl->gone = NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	cow_branch_free(done);
+}
 
-const char *cow_fs_snapshot_name(struct cow_fs *fs, unsigned slot) { return slot_name(fs, slot, COW_REF_SNAPSHOT); }
+void cow_fs_slot_refs(struct cow_fs *fs, unsigned slot, int64_t delta)
+{
+	if (slot == 0 || slot >= COW_FS_MAX_BRANCHES)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	if (slot < fs->nslots)
+		fs->slots[slot].kernel_refs += delta;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+bool cow_fs_slot_name(struct cow_fs *fs, unsigned slot, enum cow_ref_kind kind, char name[COW_NAME_LEN + 1])
+{
+	bool ok = false;
+	pthread_mutex_lock(&fs->lock);
+	if (slot > 0 && slot < fs->nslots && fs->slots[slot].branch && fs->slots[slot].kind == kind) {
+		memcpy(name, fs->slots[slot].ref.name, COW_NAME_LEN + 1);
+		ok = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return ok;
+}
+
+/* SL's state leaves the mount: freed now, or by the last release.  fs->lock held. */
+static struct cow_branch *leave_locked(struct slot *sl)
+{
+	struct cow_branch *b = sl->branch;
+	sl->branch = NULL;
+	if (sl->users == 0)
+		return b;
+	sl->gone = b;
+	return NULL;
+}
+
+static bool slot_free_locked(const struct slot *sl)
+{
+	return !sl->branch && !sl->gone && sl->users == 0 && sl->kernel_refs == 0;
+}
+
+/* Is there a slot for one more state?  ckpt_lock held: nothing else takes one. */
+static bool slot_available(struct cow_fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	bool ok = fs->nslots < COW_FS_MAX_BRANCHES;
+	for (unsigned i = 1; i < fs->nslots && !ok; i++)
+		ok = slot_free_locked(&fs->slots[i]);
+	pthread_mutex_unlock(&fs->lock);
+	return ok;
+}
 
 unsigned cow_fs_slot_limit(struct cow_fs *fs)
 {
@@ -346,10 +427,6 @@ unsigned cow_fs_slot_limit(struct cow_fs *fs)
 	pthread_mutex_unlock(&fs->lock);
 	return n;
 }
-
-/* The slot of live KIND ref NAME, or -ENOENT; fs->lock or ckpt_lock held. */
-static int find_kind_locked(struct cow_fs *fs, enum cow_ref_kind kind, const char *name);
-static int find_locked(struct cow_fs *fs, const char *name);
 
 int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot)
 {
@@ -393,14 +470,20 @@ void cow_fs_get_stats(struct cow_fs *fs, struct cow_fs_stats *ret)
 	ret->log_sync_waits = ss.log_sync_waits;
 	ret->index_bytes = ss.index_bytes;
 	unsigned n = cow_fs_slot_limit(fs);
-	for (unsigned i = 1; i < n; i++)
-		if (fs->slots[i].branch) {
+	for (unsigned i = 1; i < n; i++) {
+		struct cow_branch *b = cow_fs_hold(fs, i);
+		if (b) {
 			ret->branches++;
-			ret->branch_bytes += cow_branch_mem(fs->slots[i].branch);
+			ret->branch_bytes += cow_branch_mem(b);
+			cow_fs_release(fs, i);
 		}
+	}
+	/* a gone state is freed only after its slot's last release, under lock */
+	pthread_mutex_lock(&fs->lock);
 	for (unsigned i = 1; i < n; i++)
 		if (fs->slots[i].gone)
 			ret->gone_bytes += cow_branch_mem(fs->slots[i].gone);
+	pthread_mutex_unlock(&fs->lock);
 }
 
 const char *cow_fs_path(struct cow_fs *fs) { return cow_store_path(fs->store); }
@@ -428,43 +511,37 @@ static int random_id(struct cow_fs *fs, uint64_t *ret)
 	}
 }
 
-/* SL's branch leaves the mount: requests already in flight may still hold
- * it, so it is kept (gone) until close, but folded into a root once more so
- * that its memory shrinks to the inodes the kernel still references (the
- * objects written are garbage for GC).  ckpt_lock held, fs->lock not. */
-static void trim_gone(struct slot *sl)
-{
-	cow_hash root;
-	uint64_t pos;
-	if (sl->gone && cow_branch_checkpoint(sl->gone, &root, &pos) < 0)
-		cow_warn("the state %s left behind keeps its memory until unmount", sl->ref.name);
-}
-
+/* SL's state leaves the mount (delete).  ckpt_lock held. */
 static void retire(struct cow_fs *fs, struct slot *sl)
 {
 	pthread_mutex_lock(&fs->lock);
-	sl->gone = sl->branch;
-	sl->branch = NULL;
+	struct cow_branch *done = leave_locked(sl);
 	pthread_mutex_unlock(&fs->lock);
-	trim_gone(sl);
+	cow_branch_free(done);
 }
 
-/* Put a new branch or snapshot into a fresh slot; with OLD, the branch it
- * replaces leaves its slot.  ckpt_lock held. */
+/* Put a new branch or snapshot into a free slot (slot_available said there
+ * is one); with OLD, the state it replaces leaves its slot.  Never OLD's
+ * slot, nor one the kernel still has node ids of: every node id of the old
+ * state goes stale (ESTALE).  ckpt_lock held. */
 static void install(struct cow_fs *fs, enum cow_ref_kind kind, const struct cow_ref *ref, struct cow_branch *b,
 		    struct slot *old)
 {
+	struct cow_branch *done = NULL;
 	pthread_mutex_lock(&fs->lock);
-	struct slot *s = &fs->slots[fs->nslots];
+	unsigned i = 1;
+	while (i < fs->nslots && !slot_free_locked(&fs->slots[i]))
+		i++;
+	if (i == fs->nslots)
+		fs->nslots++;
+	struct slot *s = &fs->slots[i];
 	s->kind = kind;
 	s->ref = *ref;
 	s->branch = b;
-	fs->nslots++;
-	if (old) { /* the caller trims it (trim_gone) once it may take the time */
-		old->gone = old->branch;
-		old->branch = NULL;
-	}
+	if (old)
+		done = leave_locked(old);
 	pthread_mutex_unlock(&fs->lock);
+	cow_branch_free(done);
 }
 
 /* A new branch (or snapshot, KIND) frozen from the live branch in slot P at
@@ -474,7 +551,7 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, enu
 {
 	struct cow_branch *child = NULL;
 	int r;
-	if (fs->nslots >= COW_FS_MAX_BRANCHES)
+	if (!slot_available(fs))
 		return -ENOSPC;
 	/* Freeze, checkpoint, thaw.  The parent's mutations (all its files at
 	 * once) are held from the checkpoint until the child is durable and the
@@ -505,7 +582,7 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, enu
 	}
 	if ((r = cow_store_sync(fs->store)) < 0 || (r = cow_ref_write(cow_store_path(fs->store), kind, ref)) < 0)
 		goto thaw;
-	/* A new slot, also for a reset: every node id of the old state goes
+	/* Another slot, also for a reset: every node id of the old state goes
 	 * stale (ESTALE), so nothing the kernel cached of it can be served. */
 	install(fs, kind, ref, child, old);
 	child = NULL;
@@ -524,7 +601,7 @@ static int branch_from_root(struct cow_fs *fs, struct cow_ref *ref, const cow_ha
 {
 	struct cow_branch *b = NULL;
 	int r;
-	if (fs->nslots >= COW_FS_MAX_BRANCHES)
+	if (!slot_available(fs))
 		return -ENOSPC;
 	ref->root = *root;
 	ref->log_pos = cow_store_log_end(fs->store);
@@ -622,7 +699,6 @@ int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, str
 	}
 	if ((r = branch_from_parent(fs, p, &ref, COW_REF_BRANCH, old, NULL, NULL)) == 0) {
 		*ret = ref;
-		trim_gone(old); /* after the thaw: the parent need not wait for it */
 	}
 out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
@@ -638,10 +714,8 @@ int cow_fs_branch_restore(struct cow_fs *fs, const char *name, const char *snaps
 	if (r >= 0) {
 		struct slot *old = &fs->slots[r];
 		struct cow_ref ref = old->ref;
-		if ((r = branch_from_root(fs, &ref, &fs->slots[s].ref.root, old)) == 0) {
+		if ((r = branch_from_root(fs, &ref, &fs->slots[s].ref.root, old)) == 0)
 			*ret = ref;
-			trim_gone(old);
-		}
 	}
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;

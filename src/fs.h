@@ -7,12 +7,17 @@
  *                                     empty directory owned by uid:gid
  *   cow_fs_open(path, &fs)            lock the store, recover every branch
  *   cow_fs_start_checkpointer(fs, s)  optional: checkpoint every S seconds
- *   ... cow_fs_branch(fs, slot) from any thread ...
+ *   ... cow_fs_hold(fs, slot), cow_fs_release(fs, slot) from any thread ...
  *   cow_fs_close(fs)                  stop the checkpointer, checkpoint all,
  *                                     sync, write refs, unlock
  *
- * Branch slots are small integers stable for the life of the cow_fs (the
- * FUSE layer encodes them into node ids); slot 0 is never used.
+ * Branch slots are small integers (the FUSE layer encodes them into node
+ * ids); slot 0 is never used.  A state (a branch, or a snapshot) keeps its
+ * slot while it is live.  Whoever uses a state's cow_branch holds it
+ * (cow_fs_hold), so that a delete, reset or restore meanwhile frees it
+ * only at the last release.  A slot is given to a new state only once the
+ * old state is freed and the kernel has forgotten every node id in it
+ * (cow_fs_slot_refs): a mount that serves CI all day reuses a few slots.
  *
  * Storage accounting, GC and fsck (cow_fs_usage, cow_fs_gc, cow_fs_fsck)
  * take their roots from every ref file under STORE/refs/ (branches,
@@ -35,14 +40,14 @@ struct cow_fs;
 struct cow_branch;
 struct cow_store;
 
-#define COW_FS_MAX_BRANCHES 65536 /* node ids carry the slot in 16 bits */
+#define COW_FS_MAX_BRANCHES 65536 /* node ids carry the slot in 16 bits; states at once */
 
 struct cow_fs_stats {
 	uint64_t store_bytes;       /* segment files on disk */
 	uint64_t objects, object_bytes, dedup_hits, zero_puts;
 	uint64_t log_syncs, log_sync_waits;
 	uint64_t index_bytes, branch_bytes; /* memory */
-	uint64_t gone_bytes;        /* memory of deleted or replaced states, kept until close */
+	uint64_t gone_bytes;        /* memory of deleted or replaced states requests still hold */
 	unsigned branches;
 };
 
@@ -54,10 +59,18 @@ int cow_fs_note_pid(struct cow_fs *fs);
 int cow_fs_start_checkpointer(struct cow_fs *fs, unsigned interval_sec);
 int cow_fs_checkpoint(struct cow_fs *fs);
 int cow_fs_sync(struct cow_fs *fs);
-/* The branch in SLOT, or NULL. */
-struct cow_branch *cow_fs_branch(struct cow_fs *fs, unsigned slot);
-/* The live branch in SLOT's name, or NULL. */
-const char *cow_fs_branch_name(struct cow_fs *fs, unsigned slot);
+/* The state (branch or snapshot) in SLOT, held, or NULL (none: a stale
+ * slot).  Every hold is released once, when the caller is done with it. */
+struct cow_branch *cow_fs_hold(struct cow_fs *fs, unsigned slot);
+/* The same by name: the live state of KIND named NAME, its slot in *RET_SLOT. */
+struct cow_branch *cow_fs_hold_name(struct cow_fs *fs, enum cow_ref_kind kind, const char *name, unsigned *ret_slot);
+void cow_fs_release(struct cow_fs *fs, unsigned slot);
+/* The kernel was given DELTA more node ids in SLOT (a lookup reply), or
+ * forgot -DELTA of them; the slot is not reused before they balance. */
+void cow_fs_slot_refs(struct cow_fs *fs, unsigned slot, int64_t delta);
+/* Copy the name of the live state of KIND in SLOT into NAME; false if none. */
+bool cow_fs_slot_name(struct cow_fs *fs, unsigned slot, enum cow_ref_kind kind, char name[COW_NAME_LEN + 1]);
+/* Slots are below this; most may be free. */
 unsigned cow_fs_slot_limit(struct cow_fs *fs);
 int cow_fs_branch_find(struct cow_fs *fs, const char *name, unsigned *ret_slot);
 int cow_fs_statfs(struct cow_fs *fs, struct statvfs *ret);
@@ -68,11 +81,9 @@ const char *cow_fs_path(struct cow_fs *fs);
  * (frozen at one instant) and the child's ref names that root; the child has
  * no postmaster.pid.  Errors: -EINVAL bad name, -ENOENT no such branch (or
  * parent, or snapshot), -EEXIST name taken, -EPERM protected, -EBUSY
- * Postgres runs on it (its pid in *ret_pid), -ENOSPC out of slots.
- *
- * Slots are never reused while the store is open (node ids stay unique), so
- * a create, reset, restore, undelete or snapshot each takes one of
- * COW_FS_MAX_BRANCHES - 1 until the next mount. */
+ * Postgres runs on it (its pid in *ret_pid), -ENOSPC out of slots (more
+ * than COW_FS_MAX_BRANCHES - 1 states live, or not yet forgotten by the
+ * kernel). */
 struct cow_ref;
 typedef void (*cow_fs_announce_fn)(void *ctx, const struct cow_ref *ref);
 /* REF in: name, parent, owner, and any of expires, protected; out: the
@@ -115,8 +126,6 @@ int cow_fs_snapshot_create(struct cow_fs *fs, const char *branch, struct cow_ref
 int cow_fs_snapshot_delete(struct cow_fs *fs, const char *name);
 int cow_fs_snapshot_get(struct cow_fs *fs, const char *name, struct cow_ref *ret);
 int cow_fs_snapshot_find(struct cow_fs *fs, const char *name, unsigned *ret_slot);
-/* The snapshot in SLOT's name, or NULL (cow_fs_branch_name: a branch's). */
-const char *cow_fs_snapshot_name(struct cow_fs *fs, unsigned slot);
 
 /* Expiry.  Deletes (into the trash) every unprotected branch whose expiry
  * is at or before NOW, stopping its Postgres first, and purges from the

@@ -1,5 +1,6 @@
 #include "fuse_ops.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -23,13 +24,38 @@ static struct cow_fuse *ctx_of(fuse_req_t req) { return fuse_req_userdata(req); 
 static fuse_ino_t node_of(unsigned slot, uint64_t ino) { return (fuse_ino_t)slot << SLOT_SHIFT | ino; }
 static uint64_t ino_of(fuse_ino_t node) { return node & INO_MASK; }
 
-/* The branch a node belongs to, or NULL for the mount root and stale ids. */
-static struct cow_branch *branch_of(fuse_req_t req, fuse_ino_t node, unsigned *ret_slot)
+/* The branches an operation uses, held (fs.h) until it returns: declared
+ * with HOLDS, which releases them however the operation ends.  Rename
+ * and link take two. */
+struct holds {
+	struct cow_fs *fs;
+	unsigned slot[2];
+	int n;
+};
+
+static void release_holds(struct holds *h)
+{
+	for (int i = 0; i < h->n; i++)
+		cow_fs_release(h->fs, h->slot[i]);
+}
+
+#define HOLDS(req) struct holds h __attribute__((cleanup(release_holds))) = { ctx_of(req)->fs, { 0 }, 0 }
+
+static struct cow_branch *hold(struct holds *h, struct cow_branch *b, unsigned slot)
+{
+	assert(h->n < 2);
+	if (b)
+		h->slot[h->n++] = slot;
+	return b;
+}
+
+/* The branch a node belongs to, held in H; NULL for the mount root and stale ids. */
+static struct cow_branch *branch_of(struct holds *h, fuse_ino_t node, unsigned *ret_slot)
 {
 	unsigned slot = (unsigned)(node >> SLOT_SHIFT);
 	if (ret_slot)
 		*ret_slot = slot;
-	return slot == 0 ? NULL : cow_fs_branch(ctx_of(req)->fs, slot);
+	return slot == 0 ? NULL : hold(h, cow_fs_hold(h->fs, slot), slot);
 }
 
 static void to_stat(unsigned slot, const struct cow_attr *a, struct stat *st)
@@ -60,14 +86,25 @@ static void root_stat(struct cow_fuse *c, fuse_ino_t node, struct stat *st)
 	st->st_atim = st->st_mtim = st->st_ctim = c->mounted;
 }
 
+static void entry_of(fuse_req_t req, unsigned slot, const struct cow_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	e->ino = node_of(slot, a->ino);
+	e->generation = 1;
+	e->attr_timeout = e->entry_timeout = ctx_of(req)->timeout;
+	to_stat(slot, a, &e->attr);
+}
+
+/* Reply with a node id in SLOT, which the kernel then holds until it
+ * forgets it: counted, so that the slot is not reused before (fs.h).  The
+ * caller holds SLOT. */
 static void reply_entry(fuse_req_t req, unsigned slot, const struct cow_attr *a)
 {
-	struct fuse_entry_param e = { 0 };
-	e.ino = node_of(slot, a->ino);
-	e.generation = 1;
-	e.attr_timeout = e.entry_timeout = ctx_of(req)->timeout;
-	to_stat(slot, a, &e.attr);
-	fuse_reply_entry(req, &e);
+	struct cow_fs *fs = ctx_of(req)->fs;
+	struct fuse_entry_param e;
+	entry_of(req, slot, a, &e);
+	if (fuse_reply_entry(req, &e) == 0)
+		cow_fs_slot_refs(fs, slot, 1);
 }
 
 static void reply_result(fuse_req_t req, int r) { fuse_reply_err(req, r < 0 ? -r : 0); }
@@ -102,19 +139,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	HOLDS(req);
 	if (parent == FUSE_ROOT_ID || parent == SNAPDIR_ID) {
-		struct cow_branch *b;
-		r = parent == FUSE_ROOT_ID ? cow_fs_branch_find(c->fs, name, &slot)
-					   : cow_fs_snapshot_find(c->fs, name, &slot);
-		if (r == 0 && !(b = cow_fs_branch(c->fs, slot)))
-			r = -ENOENT;
-		if (r == 0)
-			r = cow_branch_ref(b, COW_ROOT_INO, &a);
+		enum cow_ref_kind kind = parent == FUSE_ROOT_ID ? COW_REF_BRANCH : COW_REF_SNAPSHOT;
+		struct cow_branch *b = cow_fs_hold_name(c->fs, kind, name, &slot);
+		r = hold(&h, b, slot) ? cow_branch_ref(b, COW_ROOT_INO, &a) : -ENOENT;
 		if (r < 0)
 			return reply_result(req, r);
 		return reply_entry(req, slot, &a);
 	}
-	struct cow_branch *b = branch_of(req, parent, &slot);
+	struct cow_branch *b = branch_of(&h, parent, &slot);
 	if (!b)
 		return reply_result(req, -ESTALE);
 	r = cow_branch_lookup(b, ino_of(parent), name, &a);
@@ -131,9 +165,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void forget_one(fuse_req_t req, fuse_ino_t node, uint64_t n)
 {
-	struct cow_branch *b = branch_of(req, node, NULL);
+	HOLDS(req);
+	unsigned slot;
+	struct cow_branch *b = branch_of(&h, node, &slot);
 	if (b)
 		cow_branch_forget(b, ino_of(node), n);
+	cow_fs_slot_refs(h.fs, slot, -(int64_t)n);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t node, uint64_t nlookup)
@@ -151,6 +188,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 {
+	HOLDS(req);
 	struct cow_fuse *c = ctx_of(req);
 	struct stat st;
 	if (node == FUSE_ROOT_ID || node == SNAPDIR_ID) {
@@ -159,7 +197,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
 		return;
 	}
 	unsigned slot;
-	struct cow_branch *b = branch_of(req, node, &slot);
+	struct cow_branch *b = branch_of(&h, node, &slot);
 	struct cow_attr a;
 	int r = b ? cow_branch_getattr(b, ino_of(node), &a) : -ESTALE;
 	if (r < 0)
@@ -170,8 +208,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *f
 
 static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
+	HOLDS(req);
 	unsigned slot;
-	struct cow_branch *b = branch_of(req, node, &slot);
+	struct cow_branch *b = branch_of(&h, node, &slot);
 	if (!b)
 		return reply_result(req, node >> SLOT_SHIFT == 0 ? -EPERM : -ESTALE);
 	struct cow_attr in = {
@@ -199,7 +238,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
 
 static void op_readlink(fuse_req_t req, fuse_ino_t node)
 {
-	struct cow_branch *b = branch_of(req, node, NULL);
+	HOLDS(req);
+	struct cow_branch *b = branch_of(&h, node, NULL);
 	char *target = NULL;
 	int r = b ? cow_branch_readlink(b, ino_of(node), &target) : -EINVAL;
 	if (r < 0)
@@ -209,11 +249,11 @@ static void op_readlink(fuse_req_t req, fuse_ino_t node)
 }
 
 /* The branch of PARENT for an operation that creates or removes names. */
-static struct cow_branch *dir_branch(fuse_req_t req, fuse_ino_t parent, unsigned *ret_slot, int *err)
+static struct cow_branch *dir_branch(struct holds *h, fuse_ino_t parent, unsigned *ret_slot, int *err)
 {
 	unsigned s;
 	unsigned *slot = ret_slot ? ret_slot : &s;
-	struct cow_branch *b = branch_of(req, parent, slot);
+	struct cow_branch *b = branch_of(h, parent, slot);
 	/* Branches are made with 'cowfs branch', not mkdir in the mount root;
 	 * snapshots with 'cowfs snapshot'. */
 	*err = b ? 0 : *slot == 0 ? -EPERM : -ESTALE;
@@ -222,9 +262,10 @@ static struct cow_branch *dir_branch(fuse_req_t req, fuse_ino_t parent, unsigned
 
 static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
+	HOLDS(req);
 	unsigned slot;
 	int r;
-	struct cow_branch *b = dir_branch(req, parent, &slot, &r);
+	struct cow_branch *b = dir_branch(&h, parent, &slot, &r);
 	if (!b)
 		return reply_result(req, r);
 	const struct fuse_ctx *fc = fuse_req_ctx(req);
@@ -247,9 +288,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
 {
+	HOLDS(req);
 	unsigned slot;
 	int r;
-	struct cow_branch *b = dir_branch(req, parent, &slot, &r);
+	struct cow_branch *b = dir_branch(&h, parent, &slot, &r);
 	if (!b)
 		return reply_result(req, r);
 	const struct fuse_ctx *fc = fuse_req_ctx(req);
@@ -262,27 +304,30 @@ static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, co
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	HOLDS(req);
 	int r;
-	struct cow_branch *b = dir_branch(req, parent, NULL, &r);
+	struct cow_branch *b = dir_branch(&h, parent, NULL, &r);
 	reply_result(req, b ? cow_branch_unlink(b, ino_of(parent), name) : r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	HOLDS(req);
 	int r;
-	struct cow_branch *b = dir_branch(req, parent, NULL, &r);
+	struct cow_branch *b = dir_branch(&h, parent, NULL, &r);
 	reply_result(req, b ? cow_branch_rmdir(b, ino_of(parent), name) : r);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
+	HOLDS(req);
 	int r;
 	unsigned s1, s2;
-	struct cow_branch *b = dir_branch(req, parent, &s1, &r);
+	struct cow_branch *b = dir_branch(&h, parent, &s1, &r);
 	if (!b)
 		return reply_result(req, r);
-	if (!dir_branch(req, newparent, &s2, &r))
+	if (!dir_branch(&h, newparent, &s2, &r))
 		return reply_result(req, r);
 	if (s1 != s2)
 		return reply_result(req, -EXDEV);
@@ -291,12 +336,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const char *newname)
 {
+	HOLDS(req);
 	int r;
 	unsigned s1, s2;
-	struct cow_branch *b = dir_branch(req, newparent, &s2, &r);
+	struct cow_branch *b = dir_branch(&h, newparent, &s2, &r);
 	if (!b)
 		return reply_result(req, r);
-	if (!branch_of(req, node, &s1) || s1 != s2)
+	if (!branch_of(&h, node, &s1) || s1 != s2)
 		return reply_result(req, -EXDEV);
 	struct cow_attr a;
 	r = cow_branch_link(b, ino_of(node), ino_of(newparent), newname, &a);
@@ -307,7 +353,8 @@ static void op_link(fuse_req_t req, fuse_ino_t node, fuse_ino_t newparent, const
 
 static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 {
-	struct cow_branch *b = branch_of(req, node, NULL);
+	HOLDS(req);
+	struct cow_branch *b = branch_of(&h, node, NULL);
 	int r = b ? cow_branch_open_file(b, ino_of(node), fi->flags) : -ESTALE;
 	if (r < 0)
 		return reply_result(req, r);
@@ -320,9 +367,10 @@ static void op_open(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
+	HOLDS(req);
 	unsigned slot;
 	int r;
-	struct cow_branch *b = dir_branch(req, parent, &slot, &r);
+	struct cow_branch *b = dir_branch(&h, parent, &slot, &r);
 	if (!b)
 		return reply_result(req, r);
 	const struct fuse_ctx *fc = fuse_req_ctx(req);
@@ -330,18 +378,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	r = cow_branch_mknod(b, ino_of(parent), name, S_IFREG | (mode & 07777), 0, fc->uid, fc->gid, &a);
 	if (r < 0)
 		return reply_result(req, r);
-	struct fuse_entry_param e = { 0 };
-	e.ino = node_of(slot, a.ino);
-	e.generation = 1;
-	e.attr_timeout = e.entry_timeout = ctx_of(req)->timeout;
-	to_stat(slot, &a, &e.attr);
+	struct fuse_entry_param e;
+	entry_of(req, slot, &a, &e);
 	fi->keep_cache = 1;
-	fuse_reply_create(req, &e, fi);
+	if (fuse_reply_create(req, &e, fi) == 0)
+		cow_fs_slot_refs(h.fs, slot, 1); /* as reply_entry */
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct cow_branch *b = branch_of(req, node, NULL);
+	HOLDS(req);
+	struct cow_branch *b = branch_of(&h, node, NULL);
 	if (!b)
 		return reply_result(req, -ESTALE);
 	char *buf = malloc(size ? size : 1);
@@ -358,7 +405,8 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off, str
 static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct cow_branch *b = branch_of(req, node, NULL);
+	HOLDS(req);
+	struct cow_branch *b = branch_of(&h, node, NULL);
 	if (!b)
 		return reply_result(req, -ESTALE);
 	ssize_t n = cow_branch_write(b, ino_of(node), off, size, buf);
@@ -389,42 +437,46 @@ struct dir_handle {
 
 static void op_opendir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 {
+	HOLDS(req);
 	struct cow_fuse *c = ctx_of(req);
-	struct dir_handle *h = calloc(1, sizeof *h);
-	if (!h)
+	struct dir_handle *dh = calloc(1, sizeof *dh);
+	if (!dh)
 		return reply_result(req, -ENOMEM);
 	int r = 0;
 	if (node == FUSE_ROOT_ID || node == SNAPDIR_ID) {
 		/* ".", "..", ".snapshots" in the root, then one entry per slot */
 		bool root = node == FUSE_ROOT_ID;
 		unsigned lim = cow_fs_slot_limit(c->fs);
-		h->e = calloc(lim + 3, sizeof *h->e);
-		if (!h->e)
+		dh->e = calloc(lim + 3, sizeof *dh->e);
+		if (!dh->e)
 			r = -ENOMEM;
+		enum cow_ref_kind kind = root ? COW_REF_BRANCH : COW_REF_SNAPSHOT;
 		for (unsigned s = 0; r == 0 && s < lim + 2; s++) {
+			char slot_name[COW_NAME_LEN + 1];
 			const char *name = s == 0 ? "." : s == 1 ? ".." : s == 2 ? (root ? SNAPDIR_NAME : NULL)
-				: root ? cow_fs_branch_name(c->fs, s - 2) : cow_fs_snapshot_name(c->fs, s - 2);
+				: cow_fs_slot_name(c->fs, s - 2, kind, slot_name) ? slot_name : NULL;
 			if (!name)
 				continue;
 			fuse_ino_t ino = s == 0 ? node : s == 1 ? FUSE_ROOT_ID : s == 2 ? SNAPDIR_ID : node_of(s - 2, COW_ROOT_INO);
-			h->e[h->n] = (struct cow_dirent){ ino, DT_DIR, strdup(name) };
-			if (!h->e[h->n++].name)
+			dh->e[dh->n] = (struct cow_dirent){ ino, DT_DIR, strdup(name) };
+			if (!dh->e[dh->n++].name)
 				r = -ENOMEM;
 		}
 	} else {
 		unsigned slot;
-		struct cow_branch *b = branch_of(req, node, &slot);
-		r = b ? cow_branch_readdir(b, ino_of(node), &h->e, &h->n) : -ESTALE;
-		fuse_ino_t up = cow_fs_snapshot_name(c->fs, slot) ? SNAPDIR_ID : FUSE_ROOT_ID;
-		for (size_t i = 0; r == 0 && i < h->n; i++)
-			h->e[i].ino = (i == 1 && ino_of(node) == COW_ROOT_INO) ? up : node_of(slot, h->e[i].ino);
+		struct cow_branch *b = branch_of(&h, node, &slot);
+		r = b ? cow_branch_readdir(b, ino_of(node), &dh->e, &dh->n) : -ESTALE;
+		char name[COW_NAME_LEN + 1];
+		fuse_ino_t up = cow_fs_slot_name(c->fs, slot, COW_REF_SNAPSHOT, name) ? SNAPDIR_ID : FUSE_ROOT_ID;
+		for (size_t i = 0; r == 0 && i < dh->n; i++)
+			dh->e[i].ino = (i == 1 && ino_of(node) == COW_ROOT_INO) ? up : node_of(slot, dh->e[i].ino);
 	}
 	if (r < 0) {
-		cow_dirents_free(h->e, h->n);
-		free(h);
+		cow_dirents_free(dh->e, dh->n);
+		free(dh);
 		return reply_result(req, r);
 	}
-	fi->fh = (uintptr_t)h;
+	fi->fh = (uintptr_t)dh;
 	fi->cache_readdir = 0;
 	fuse_reply_open(req, fi);
 }
@@ -471,14 +523,16 @@ static void op_statfs(fuse_req_t req, fuse_ino_t node)
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t node, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
-	struct cow_branch *b = branch_of(req, node, NULL);
+	HOLDS(req);
+	struct cow_branch *b = branch_of(&h, node, NULL);
 	reply_result(req, b ? cow_branch_fallocate(b, ino_of(node), mode, off, len) : -ESTALE);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t node, off_t off, int whence, struct fuse_file_info *fi)
 {
+	HOLDS(req);
 	struct cow_fuse *c = ctx_of(req);
-	struct cow_branch *b = branch_of(req, node, NULL);
+	struct cow_branch *b = branch_of(&h, node, NULL);
 	off_t res = 0;
 	/* The kernel does not write back dirty pages before FUSE_LSEEK: make it,
 	 * so that data still in its write-back cache is not reported as a hole.

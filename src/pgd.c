@@ -90,13 +90,14 @@ static void datadir_of(struct cow_pgd *d, const char *name, char *out, size_t n)
 static int branch_owner(struct cow_pgd *d, const char *name, uid_t *uid, gid_t *gid)
 {
 	unsigned slot;
-	int r = cow_fs_branch_find(d->fs, name, &slot);
+	struct cow_branch *b = cow_fs_hold_name(d->fs, COW_REF_BRANCH, name, &slot);
+	if (!b)
+		return -ENOENT;
+	struct cow_attr a;
+	int r = cow_branch_getattr(b, COW_ROOT_INO, &a);
+	cow_fs_release(d->fs, slot);
 	if (r < 0)
 		return r;
-	struct cow_branch *b = cow_fs_branch(d->fs, slot);
-	struct cow_attr a;
-	if (!b || (r = cow_branch_getattr(b, COW_ROOT_INO, &a)) < 0)
-		return b ? r : -ENOENT;
 	*uid = a.uid;
 	*gid = a.gid;
 	return 0;

@@ -7,6 +7,8 @@
 #     before 'cowfs branch create' returned, passes pg_amcheck; the parent
 #     keeps running; the two then diverge;
 #   branches and deletions survive a remount;
+#   creating and deleting reuses slots (node ids), but not one the kernel
+#     still reaches through a file open in a deleted branch;
 #   bad names, unknown parents, duplicates, deleting the last branch, bad JSON
 #   and unknown commands on the socket: a clear error and nothing changed.
 source "$(dirname "$0")/lib.sh"
@@ -136,6 +138,35 @@ printf '%s' "$expect_refused_last" | grep -q "last branch" || fail "delete of th
 cowfs_umount "$mnt" && cowfs_mount "$store" "$mnt" || fail "remount"
 [ "$(ls "$mnt" | tr '\n' ' ')" = "main " ] || fail "after deletes and remount: $(ls "$mnt")"
 pass "deleted branches are gone, also after a remount; the last branch is kept"
+
+# --- slots ----------------------------------------------------------------------
+# A branch's slot is the top 16 bits of its inode numbers.  A mount that creates
+# and deletes branches all day must reuse slots, but never give a new branch the
+# slot of a deleted one that the kernel still reaches (here: a file open in it).
+slot_of() { echo $(($(stat -c %i "$mnt/$1") >> 48)); }
+br create held >/dev/null || fail "create held"
+echo old >"$mnt/held/f"
+exec 7<"$mnt/held/f"
+held_slot=$(slot_of held)
+br delete held --now >/dev/null || fail "delete held"
+max=0
+for i in $(seq 1 100); do
+	br create "ci$i" >/dev/null || fail "create ci$i"
+	echo "new $i" >"$mnt/ci$i/f"
+	s=$(slot_of "ci$i")
+	[ "$s" != "$held_slot" ] || fail "ci$i got the slot of deleted branch held, in which a file is still open"
+	[ "$s" -le "$max" ] || max=$s
+	br delete "ci$i" --now >/dev/null || fail "delete ci$i"
+done
+[ "$max" -le 3 ] || fail "100 creates and deletes, one branch at a time, took slots up to $max"
+if got=$(cat <&7 2>"$T/stale.err"); then
+	[ "$got" = old ] || fail "a file open in a deleted branch reads '$got'"
+else
+	grep -q "Stale file handle" "$T/stale.err" || fail "reading a file open in a deleted branch: $(cat "$T/stale.err")"
+fi
+exec 7<&-
+[ "$(ls "$mnt" | tr '\n' ' ')" = "main " ] || fail "after the creates and deletes: $(ls "$mnt")"
+pass "100 creates and deletes reuse slots (highest $max); a file open in a deleted branch keeps its slot and reads no other branch"
 
 # --- a branch of a running Postgres under load ----------------------------------
 # a store of its own, with the cluster in the branch directory itself, as in use
