@@ -331,7 +331,6 @@ int cow_fs_sync(struct cow_fs *fs) { return cow_store_sync(fs->store); }
 static int find_kind_locked(struct cow_fs *fs, enum cow_ref_kind kind, const char *name);
 static int find_locked(struct cow_fs *fs, const char *name);
 
-
 struct cow_branch *cow_fs_hold(struct cow_fs *fs, unsigned slot)
 {
 	if (slot == 0 || slot >= COW_FS_MAX_BRANCHES)
@@ -404,18 +403,23 @@ static struct cow_branch *leave_locked(struct slot *sl)
 	return NULL;
 }
 
-static bool slot_free_locked(const struct slot *sl)
+/* The lowest free slot (see struct slot), else nslots if the table may
+ * grow by one, else 0.  fs->lock held. */
+static unsigned free_slot_locked(struct cow_fs *fs)
 {
-	return !sl->branch && !sl->gone && sl->users == 0 && sl->kernel_refs == 0;
+	for (unsigned i = 1; i < fs->nslots; i++) {
+		const struct slot *sl = &fs->slots[i];
+		if (!sl->branch && !sl->gone && sl->users == 0 && sl->kernel_refs == 0)
+			return i;
+	}
+	return fs->nslots < COW_FS_MAX_BRANCHES ? fs->nslots : 0;
 }
 
 /* Is there a slot for one more state?  ckpt_lock held: nothing else takes one. */
 static bool slot_available(struct cow_fs *fs)
 {
 	pthread_mutex_lock(&fs->lock);
-	bool ok = fs->nslots < COW_FS_MAX_BRANCHES;
-	for (unsigned i = 1; i < fs->nslots && !ok; i++)
-		ok = slot_free_locked(&fs->slots[i]);
+	bool ok = free_slot_locked(fs) != 0;
 	pthread_mutex_unlock(&fs->lock);
 	return ok;
 }
@@ -529,9 +533,7 @@ static void install(struct cow_fs *fs, enum cow_ref_kind kind, const struct cow_
 {
 	struct cow_branch *done = NULL;
 	pthread_mutex_lock(&fs->lock);
-	unsigned i = 1;
-	while (i < fs->nslots && !slot_free_locked(&fs->slots[i]))
-		i++;
+	unsigned i = free_slot_locked(fs);
 	if (i == fs->nslots)
 		fs->nslots++;
 	struct slot *s = &fs->slots[i];
@@ -697,9 +699,8 @@ int cow_fs_branch_reset(struct cow_fs *fs, const char *name, pid_t *ret_pid, str
 		r = -ECHILD; /* no parent (any more) to reset to */
 		goto out;
 	}
-	if ((r = branch_from_parent(fs, p, &ref, COW_REF_BRANCH, old, NULL, NULL)) == 0) {
+	if ((r = branch_from_parent(fs, p, &ref, COW_REF_BRANCH, old, NULL, NULL)) == 0)
 		*ret = ref;
-	}
 out:
 	pthread_mutex_unlock(&fs->ckpt_lock);
 	return r < 0 ? r : 0;
