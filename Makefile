@@ -33,7 +33,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c hash io util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify writeback envfile subcmd
+CORE := crc32c sha256x16 hash io util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify writeback envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfs-git $(B)/cowfsd $(B)/mount.cowfs

@@ -363,19 +363,31 @@ int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *r
 
 int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size_t n, cow_hash *ret)
 {
-	/* Hash outside the lock; then one append for every block not yet stored. */
-	for (size_t i = 0; i < n; i++) {
-		int r = name_object(s, blocks[i], COW_BLOCK_SIZE, &ret[i]);
-		if (r < 0)
-			return r;
-	}
 	struct cow_log_rec *recs = malloc(n * sizeof *recs);
 	struct iovec *iov = malloc(2 * n * sizeof *iov);
 	size_t *which = malloc(n * sizeof *which);
 	uint64_t *pos = malloc(n * sizeof *pos);
-	int r = recs && iov && which && pos ? 0 : -ENOMEM;
+	const void **data = calloc(n, sizeof *data);
+	cow_hash *h = malloc(n * sizeof *h);
+	int r = recs && iov && which && pos && data && h ? 0 : -ENOMEM;
 	if (r < 0)
 		goto out;
+	/* Hash outside the lock, every block that is not all zeros in one
+	 * batch; then one append for every block not yet stored. */
+	size_t nz = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (cow_buf_is_zero(blocks[i], COW_BLOCK_SIZE)) {
+			ret[i] = cow_hash_zero;
+			__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
+			continue;
+		}
+		which[nz] = i;
+		data[nz++] = blocks[i];
+	}
+	if ((r = cow_hash_compute_many(data, COW_BLOCK_SIZE, nz, h)) < 0)
+		goto out;
+	for (size_t k = 0; k < nz; k++)
+		ret[which[k]] = h[k];
 	pthread_rwlock_wrlock(&s->index_lock);
 	int nnew = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -410,6 +422,8 @@ out:
 	free(iov);
 	free(which);
 	free(pos);
+	free(data);
+	free(h);
 	return r;
 }
 
