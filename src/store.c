@@ -389,6 +389,10 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 	for (size_t k = 0; k < nz; k++)
 		ret[which[k]] = h[k];
 	pthread_rwlock_wrlock(&s->index_lock);
+	/* The index is far larger than the caches: ask for every block's home
+	 * slot at once, so that the misses overlap instead of queueing. */
+	for (size_t i = 0; i < n && s->cap; i++)
+		__builtin_prefetch(&s->slots[slot_of(&ret[i], s->cap)]);
 	int nnew = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (cow_hash_is_zero(&ret[i]))
