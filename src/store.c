@@ -341,16 +341,21 @@ out:
 	return r;
 }
 
-/* The name of DATA: the zero hash for an all-zero block (never stored),
- * its SHA-256 otherwise. */
+/* An all-zero block is named by the zero hash and never stored. */
+static bool zero_block(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
+{
+	if (len != COW_BLOCK_SIZE || !cow_buf_is_zero(data, len))
+		return false;
+	*ret = cow_hash_zero;
+	__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
+	return true;
+}
+
+/* The name of DATA: the zero hash for an all-zero block, its SHA-256
+ * otherwise. */
 static int name_object(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
 {
-	if (len == COW_BLOCK_SIZE && cow_buf_is_zero(data, len)) {
-		*ret = cow_hash_zero;
-		__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
-		return 0;
-	}
-	return cow_hash_compute(data, len, ret);
+	return zero_block(s, data, len, ret) ? 0 : cow_hash_compute(data, len, ret);
 }
 
 int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
@@ -376,11 +381,8 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 	 * batch; then one append for every block not yet stored. */
 	size_t nz = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (cow_buf_is_zero(blocks[i], COW_BLOCK_SIZE)) {
-			ret[i] = cow_hash_zero;
-			__atomic_add_fetch(&s->st.zero_puts, 1, __ATOMIC_RELAXED);
+		if (zero_block(s, blocks[i], COW_BLOCK_SIZE, &ret[i]))
 			continue;
-		}
 		which[nz] = i;
 		data[nz++] = blocks[i];
 	}
