@@ -84,8 +84,12 @@ unit: $(UNIT)
 check: all unit $(B)/fsops
 	bash tests/run-integration.sh
 
-bench: all
+$(B)/commitlat: bench/commitlat.c | $(B)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
+bench: all $(B)/commitlat
 	bash bench/run.sh
+	bash bench/commit.sh
 	bash bench/branch.sh
 	bash bench/ondemand.sh
 	bash bench/gc.sh
