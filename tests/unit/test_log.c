@@ -435,8 +435,7 @@ END_TEST
  * keeps every page by nature. */
 START_TEST(test_synced_appends_leave_page_cache)
 {
-	char tmp[] = "/var/tmp/cowfs-unit.XXXXXX", dir[512], path[600];
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	char *tmp = tu_disk_tmpdir(), dir[512], path[600];
 	struct statfs sf;
 	ck_assert_int_eq(statfs(tmp, &sf), 0);
 	ck_assert_msg(sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC, "/var/tmp must be on a disk filesystem");
@@ -479,6 +478,7 @@ START_TEST(test_synced_appends_leave_page_cache)
 	free(buf);
 	cow_log_close(log);
 	tu_rmrf(tmp);
+	free(tmp);
 }
 END_TEST
 

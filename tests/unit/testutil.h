@@ -14,12 +14,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static inline char *tu_tmpdir(void)
+/* Every test's temp dirs go inside one dir per run (one under /tmp, one
+ * under /var/tmp for tests that need a disk filesystem), which tu_run
+ * removes when all tests are done: a failed assertion ends its test at
+ * once (Check runs each test in a child it ends with _exit), before the
+ * test's own tu_rmrf. */
+static char tu_base[2][64];
+
+static inline char *tu_tmpdir_in(int which)
 {
-	char *d = strdup("/tmp/cowfs-unit.XXXXXX");
+	static const char *const top[2] = { "/tmp", "/var/tmp" };
+	char *d = malloc(sizeof tu_base[0] + 16);
+	if (tu_base[which][0])
+		sprintf(d, "%s/t.XXXXXX", tu_base[which]);
+	else /* a program that runs its tests without tu_run */
+		sprintf(d, "%s/cowfs-unit.XXXXXX", top[which]);
 	ck_assert_ptr_nonnull(mkdtemp(d));
 	return d;
 }
+
+static inline char *tu_tmpdir(void) { return tu_tmpdir_in(0); }
+/* Under /var/tmp, which is on disk where /tmp may be a tmpfs. */
+static inline char *tu_disk_tmpdir(void) { return tu_tmpdir_in(1); }
 
 static inline void tu_rmrf(const char *d)
 {
@@ -66,10 +82,25 @@ static inline void tu_flip_byte(const char *path, off_t off)
 /* Run every test in SUITE; the exit status says whether any failed. */
 static inline int tu_run(Suite *suite)
 {
+	strcpy(tu_base[0], "/tmp/cowfs-unit.XXXXXX");
+	strcpy(tu_base[1], "/var/tmp/cowfs-unit.XXXXXX");
+	for (int i = 0; i < 2; i++)
+		if (!mkdtemp(tu_base[i])) {
+			perror("mkdtemp");
+			return 1;
+		}
 	SRunner *sr = srunner_create(suite);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	for (int i = 0; i < 2; i++) {
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", tu_base[i]);
+		if (system(cmd) != 0) {
+			fprintf(stderr, "could not remove %s\n", tu_base[i]);
+			failed = 1;
+		}
+	}
 	return failed ? 1 : 0;
 }
 #endif
