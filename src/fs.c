@@ -324,6 +324,7 @@ int cow_fs_close(struct cow_fs *fs)
 }
 
 int cow_fs_sync(struct cow_fs *fs) { return cow_store_sync(fs->store); }
+void cow_fs_sync_then(struct cow_fs *fs, cow_log_synced_fn fn, void *arg) { cow_store_sync_then(fs->store, fn, arg); }
 
 /* ---- holds: a state is freed only when no request uses it ------------- */
 

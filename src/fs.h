@@ -34,6 +34,7 @@
 
 #include "fsck.h"
 #include "gc.h"
+#include "log.h"
 #include "ref.h"
 
 struct cow_fs;
@@ -58,7 +59,11 @@ int cow_fs_close(struct cow_fs *fs);
 int cow_fs_note_pid(struct cow_fs *fs);
 int cow_fs_start_checkpointer(struct cow_fs *fs, unsigned interval_sec);
 int cow_fs_checkpoint(struct cow_fs *fs);
+/* One log holds every branch's data and metadata: make everything written
+ * before the call durable, or call FN(ARG, err) once it is (see
+ * cow_log_sync_then). */
 int cow_fs_sync(struct cow_fs *fs);
+void cow_fs_sync_then(struct cow_fs *fs, cow_log_synced_fn fn, void *arg);
 /* The state (branch or snapshot) in SLOT, held, or NULL (none: a stale
  * slot).  Every hold is released once, when the caller is done with it. */
 struct cow_branch *cow_fs_hold(struct cow_fs *fs, unsigned slot);

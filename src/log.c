@@ -28,6 +28,8 @@ struct cow_log {
 	uint32_t cur_off;          /* append offset in cur_seg */
 	uint64_t synced;           /* every record below this position is durable */
 	bool syncing;              /* a leader is inside fdatasync */
+	struct waiter *waiters;    /* callers of cow_log_sync_then not yet served */
+	uint64_t waiters_max;      /* the highest target among them */
 	int failed;                /* sticky -errno after a failed sync */
 	struct cow_log_stats stats;
 	/* the next segment, zero-filled ahead of need (protected by lock) */
@@ -997,19 +999,71 @@ int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void 
 	return 0;
 }
 
-int cow_log_sync(struct cow_log *log)
+/* A caller of cow_log_sync_then, waiting for everything below TARGET. */
+struct waiter {
+	uint64_t target;
+	cow_log_synced_fn fn;
+	void *arg;
+	struct waiter *next;
+};
+
+/* Under lock: unlink the waiters the log now serves (all of them once it
+ * has failed) and return them, to be called once the lock is released. */
+static struct waiter *take_served(struct cow_log *log)
+{
+	struct waiter *served = NULL, **p = &log->waiters;
+	log->waiters_max = 0;
+	while (*p) {
+		struct waiter *w = *p;
+		if (log->failed || w->target <= log->synced) {
+			*p = w->next;
+			w->next = served;
+			served = w;
+		} else {
+			log->waiters_max = COW_MAX(log->waiters_max, w->target);
+			p = &w->next;
+		}
+	}
+	return served;
+}
+
+static void call_served(struct waiter *w, int err)
+{
+	while (w) {
+		struct waiter *next = w->next;
+		w->fn(w->arg, err);
+		free(w);
+		w = next;
+	}
+}
+
+/* The group commit.  One caller at a time leads an fdatasync of everything
+ * appended so far; callers that need a sync meanwhile wait for it (WAIT)
+ * or, as waiters, are called back by whoever leads.  A leader goes on
+ * while its own TARGET or any waiter's is not yet durable, so a waiter is
+ * never left without one; it also serves waiters a roll's sync or a
+ * failure settled.  Called and returns with lock held. */
+static void lead_or_wait(struct cow_log *log, uint64_t target, bool wait)
 {
 	struct cache_op ops[2];
 	int nops = 0;
-	pthread_mutex_lock(&log->lock);
-	log->stats.sync_waits++;
-	uint64_t target = COW_LOG_POS(log->cur_seg, log->cur_off);
-	while (!log->failed && log->synced < target) {
+	for (;;) {
+		struct waiter *served = take_served(log);
+		if (served) {
+			int err = log->failed;
+			pthread_mutex_unlock(&log->lock);
+			call_served(served, err);
+			pthread_mutex_lock(&log->lock);
+			continue;
+		}
+		if (log->failed || (log->synced >= target && log->synced >= log->waiters_max))
+			break;
 		if (log->syncing) {
+			if (!wait)
+				break;
 			pthread_cond_wait(&log->synced_cond, &log->lock);
 			continue;
 		}
-		/* Become the leader: one fdatasync for everything appended so far. */
 		log->syncing = true;
 		uint64_t pos = COW_LOG_POS(log->cur_seg, log->cur_off);
 		int fd = log->fds[log->cur_seg];
@@ -1031,10 +1085,44 @@ int cow_log_sync(struct cow_log *log)
 		}
 		pthread_cond_broadcast(&log->synced_cond);
 	}
+	if (nops) {
+		pthread_mutex_unlock(&log->lock);
+		cache_apply(log, ops, nops);
+		pthread_mutex_lock(&log->lock);
+	}
+}
+
+int cow_log_sync(struct cow_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	log->stats.sync_waits++;
+	lead_or_wait(log, COW_LOG_POS(log->cur_seg, log->cur_off), true);
 	int r = log->failed;
 	pthread_mutex_unlock(&log->lock);
-	cache_apply(log, ops, nops);
 	return r;
+}
+
+void cow_log_sync_then(struct cow_log *log, cow_log_synced_fn fn, void *arg)
+{
+	struct waiter *w = malloc(sizeof *w);
+	if (!w) {
+		fn(arg, cow_log_sync(log));
+		return;
+	}
+	pthread_mutex_lock(&log->lock);
+	log->stats.sync_waits++;
+	*w = (struct waiter){ COW_LOG_POS(log->cur_seg, log->cur_off), fn, arg, NULL };
+	if (log->failed || w->target <= log->synced) {
+		int r = log->failed;
+		pthread_mutex_unlock(&log->lock);
+		call_served(w, r);
+		return;
+	}
+	w->next = log->waiters;
+	log->waiters = w;
+	log->waiters_max = COW_MAX(log->waiters_max, w->target);
+	lead_or_wait(log, 0, false);
+	pthread_mutex_unlock(&log->lock);
 }
 
 uint64_t cow_log_end(struct cow_log *log)

@@ -38,6 +38,7 @@
  */
 #ifndef COW_LOG_H
 #define COW_LOG_H
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -89,7 +90,16 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uint32_t len);
 /* Call FN for every record at or after FROM, in order. */
 int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void *ctx);
+/* Make everything appended so far durable (group commit: one fdatasync
+ * serves every caller waiting meanwhile).  0, or the sticky error of a
+ * failed sync. */
 int cow_log_sync(struct cow_log *log);
+/* Call FN(ARG, 0 or the sticky error) once everything appended so far is
+ * durable: in this thread if it is already, or if no sync is running (this
+ * thread then leads one), else from the thread whose sync covers it.  The
+ * caller never waits for another thread's sync. */
+typedef void (*cow_log_synced_fn)(void *arg, int err);
+void cow_log_sync_then(struct cow_log *log, cow_log_synced_fn fn, void *arg);
 uint64_t cow_log_end(struct cow_log *log);
 void cow_log_get_stats(struct cow_log *log, struct cow_log_stats *ret);
 

@@ -572,6 +572,7 @@ int cow_store_meta_scan(struct cow_store *s, uint64_t from, cow_store_meta_fn fn
 }
 
 int cow_store_sync(struct cow_store *s) { return cow_log_sync(s->log); }
+void cow_store_sync_then(struct cow_store *s, cow_log_synced_fn fn, void *arg) { cow_log_sync_then(s->log, fn, arg); }
 uint64_t cow_store_log_end(struct cow_store *s) { return cow_log_end(s->log); }
 
 void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret)

@@ -81,7 +81,11 @@ int cow_store_has(struct cow_store *s, const cow_hash *h);
 int cow_store_meta_append(struct cow_store *s, const struct iovec *iov, int iovcnt, uint64_t *ret_pos);
 typedef int (*cow_store_meta_fn)(void *ctx, uint64_t pos, const uint8_t *payload, uint32_t len);
 int cow_store_meta_scan(struct cow_store *s, uint64_t from, cow_store_meta_fn fn, void *ctx);
+/* Everything put or appended so far is durable once this returns 0. */
 int cow_store_sync(struct cow_store *s);
+/* Call FN(ARG, err) once that is so, without waiting for another thread's
+ * sync (see cow_log_sync_then). */
+void cow_store_sync_then(struct cow_store *s, cow_log_synced_fn fn, void *arg);
 uint64_t cow_store_log_end(struct cow_store *s);
 void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret);
 /* fsck: read and verify H with no message: 0, -ENOENT (not stored), -EBADMSG

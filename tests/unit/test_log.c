@@ -1,6 +1,7 @@
 /* Unit tests of the log: append and read back, recovery from a log cut at
  * every record boundary and inside every record, a crash that garbles
- * unsynced writes, sticky sync failures, group commit, the segments GC
+ * unsynced writes, sticky sync failures, group commit, syncs that call
+ * back instead of waiting, the segments GC
  * drops (told apart from segments lost by accident), the page cache
  * the log leaves behind, and the records' checksum against a bit-by-bit
  * CRC-32C. */
@@ -330,6 +331,111 @@ START_TEST(test_group_commit)
 }
 END_TEST
 
+/* What a cow_log_sync_then callback saw when it ran. */
+struct called {
+	int n, err, unsynced;
+	pthread_t thread;
+};
+
+static void note_call(void *arg, int err)
+{
+	struct called *c = arg;
+	c->n++;
+	c->err = err;
+	c->unsynced = crashio_unsynced();
+	c->thread = pthread_self();
+}
+
+static void append_byte(struct cow_log *log)
+{
+	uint8_t b = 7;
+	struct iovec iov = { &b, 1 };
+	uint64_t p;
+	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
+}
+
+static void *slow_sync(void *a)
+{
+	return (void *)(intptr_t)cow_log_sync(a);
+}
+
+START_TEST(test_sync_then)
+{
+	/* A FUSE reply waits for the log this way: the callback runs once
+	 * everything appended before the call is durable, exactly once, and
+	 * the caller never waits for another thread's sync. */
+	char *tmp = tu_tmpdir(), dir[512];
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	crashio_reset();
+	cow_io_set(&crashio);
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	struct cow_log_stats st;
+
+	/* nothing to sync: called at once, no fdatasync */
+	struct called c0 = { 0 };
+	cow_log_sync_then(log, note_call, &c0);
+	ck_assert_int_eq(c0.n, 1);
+	ck_assert_int_eq(c0.err, 0);
+	cow_log_get_stats(log, &st);
+	ck_assert_uint_eq(st.syncs, 0);
+
+	/* no sync running: this thread leads one, then is called */
+	append_byte(log);
+	struct called c1 = { 0 };
+	cow_log_sync_then(log, note_call, &c1);
+	ck_assert_int_eq(c1.n, 1);
+	ck_assert_int_eq(c1.err, 0);
+	ck_assert_int_eq(c1.unsynced, 0);
+	ck_assert(pthread_equal(c1.thread, pthread_self()));
+
+	/* another thread's sync is running and does not cover this append:
+	 * the call returns without waiting, and that thread runs one more
+	 * sync before it returns, then calls back */
+	crashio_delay_ms = 500;
+	append_byte(log);
+	cow_log_get_stats(log, &st);
+	uint64_t before = st.syncs;
+	pthread_t th;
+	pthread_create(&th, NULL, slow_sync, log);
+	do {
+		usleep(1000);
+		cow_log_get_stats(log, &st);
+	} while (st.syncs == before); /* the other thread is inside its fdatasync */
+	append_byte(log);
+	struct called c2 = { 0 };
+	cow_log_sync_then(log, note_call, &c2);
+	ck_assert_int_eq(c2.n, 0);
+	void *res;
+	pthread_join(th, &res);
+	ck_assert_int_eq((int)(intptr_t)res, 0);
+	ck_assert_int_eq(c2.n, 1);
+	ck_assert_int_eq(c2.err, 0);
+	ck_assert_int_eq(c2.unsynced, 0);
+	ck_assert(pthread_equal(c2.thread, th));
+	cow_log_get_stats(log, &st);
+	ck_assert_uint_eq(st.syncs, before + 2);
+	crashio_delay_ms = 0;
+
+	/* a failed sync reaches the callback, and every later one */
+	append_byte(log);
+	crashio_fail_next = 1;
+	struct called c3 = { 0 }, c4 = { 0 };
+	cow_log_sync_then(log, note_call, &c3);
+	ck_assert_int_eq(c3.n, 1);
+	ck_assert_int_eq(c3.err, -EIO);
+	cow_log_sync_then(log, note_call, &c4);
+	ck_assert_int_eq(c4.n, 1);
+	ck_assert_int_eq(c4.err, -EIO);
+
+	cow_log_close(log);
+	cow_io_set(NULL);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+END_TEST
+
 struct appender {
 	struct cow_log *log;
 	int appended;
@@ -622,6 +728,7 @@ int main(void)
 	tcase_add_test(tc, test_crash_garbles_unsynced);
 	tcase_add_test(tc, test_sync_failure_is_sticky);
 	tcase_add_test(tc, test_group_commit);
+	tcase_add_test(tc, test_sync_then);
 	tcase_add_test(tc, test_scan_while_appending);
 	tcase_add_test(tc, test_synced_appends_leave_page_cache);
 	tcase_add_test(tc, test_missing_segment_refused);
