@@ -116,6 +116,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	else
 		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	c->durable_replies = conn->want & FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	/* Data changes only through this mount, so cached pages stay valid. */
@@ -229,6 +230,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
 	if (to_set & FUSE_SET_ATTR_CTIME) set |= COW_SET_CTIME;
 	struct cow_attr a;
 	int r = cow_branch_setattr(b, ino_of(node), &in, set, &a);
+	if (r == 0 && ctx_of(req)->durable_replies)
+		r = cow_fs_sync(ctx_of(req)->fs);
 	if (r < 0)
 		return reply_result(req, r);
 	struct stat st;
@@ -402,6 +405,22 @@ static void op_read(fuse_req_t req, fuse_ino_t node, size_t size, off_t off, str
 	free(buf);
 }
 
+/* A WRITE to reply to once it is durable. */
+struct written {
+	fuse_req_t req;
+	size_t n;
+};
+
+static void reply_written(void *arg, int err)
+{
+	struct written *w = arg;
+	if (err < 0)
+		fuse_reply_err(w->req, -err);
+	else
+		fuse_reply_write(w->req, w->n);
+	free(w);
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -412,7 +431,20 @@ static void op_write(fuse_req_t req, fuse_ino_t node, const char *buf, size_t si
 	ssize_t n = cow_branch_write(b, ino_of(node), off, size, buf);
 	if (n < 0)
 		return reply_result(req, (int)n);
-	fuse_reply_write(req, (size_t)n);
+	struct cow_fuse *c = ctx_of(req);
+	if (!c->durable_replies)
+		return (void)fuse_reply_write(req, (size_t)n);
+	/* Replied to once durable (see op_fsync), by whichever thread's
+	 * sync covers it: this worker does not wait for another's. */
+	struct written *w = malloc(sizeof *w);
+	if (!w) {
+		int r = cow_fs_sync(c->fs);
+		if (r < 0)
+			return reply_result(req, r);
+		return (void)fuse_reply_write(req, (size_t)n);
+	}
+	*w = (struct written){ req, (size_t)n };
+	cow_fs_sync_then(c->fs, reply_written, w);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
@@ -423,11 +455,23 @@ static void op_flush(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi)
 
 static void op_release(fuse_req_t req, fuse_ino_t node, struct fuse_file_info *fi) { fuse_reply_err(req, 0); }
 
+static void reply_synced(void *req, int err) { reply_result(req, err); }
+
+static void reply_nosys_synced(void *req, int err) { reply_result(req, err < 0 ? err : -ENOSYS); }
+
+/* fsync(2) with the write-back cache: the kernel sends the file's dirty
+ * pages as WRITEs and its times as a SETATTR, waits for the replies, then
+ * sends FSYNC.  With durable_replies those replies come only once the log
+ * holds them durably, so FSYNC would find nothing left to do; answering
+ * ENOSYS (after a sync, for what other requests logged) makes the kernel
+ * stop sending it (fc->no_fsync) and fsync(2) return 0 on the replies
+ * alone: one round trip less per commit, and their errors still reach
+ * fsync(2) as write-back errors.  Without the write-back cache, FSYNC
+ * makes everything logged so far durable. */
 static void op_fsync(fuse_req_t req, fuse_ino_t node, int datasync, struct fuse_file_info *fi)
 {
-	/* One log holds every branch's data and metadata: syncing it (group
-	 * commit) makes everything written before this call durable. */
-	reply_result(req, cow_fs_sync(ctx_of(req)->fs));
+	struct cow_fuse *c = ctx_of(req);
+	cow_fs_sync_then(c->fs, c->durable_replies ? reply_nosys_synced : reply_synced, req);
 }
 
 struct dir_handle {
@@ -509,7 +553,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t node, struct fuse_file_info
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t node, int datasync, struct fuse_file_info *fi)
 {
-	reply_result(req, cow_fs_sync(ctx_of(req)->fs));
+	cow_fs_sync_then(ctx_of(req)->fs, reply_synced, req);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t node)
@@ -525,7 +569,10 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t node, int mode, off_t off, o
 {
 	HOLDS(req);
 	struct cow_branch *b = branch_of(&h, node, NULL);
-	reply_result(req, b ? cow_branch_fallocate(b, ino_of(node), mode, off, len) : -ESTALE);
+	int r = b ? cow_branch_fallocate(b, ino_of(node), mode, off, len) : -ESTALE;
+	if (r == 0 && ctx_of(req)->durable_replies)
+		r = cow_fs_sync(ctx_of(req)->fs);
+	reply_result(req, r);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t node, off_t off, int whence, struct fuse_file_info *fi)

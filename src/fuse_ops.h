@@ -25,6 +25,8 @@ struct cow_fuse {
 	struct cow_fs *fs;
 	double timeout;        /* entry and attribute cache time in branches (seconds) */
 	bool writeback_cache;  /* let the kernel cache writes (FUSE_CAP_WRITEBACK_CACHE) */
+	bool durable_replies;  /* the kernel took it: WRITE, SETATTR and FALLOCATE are
+				  durable when replied to, FSYNC is not used (op_fsync) */
 	struct timespec mounted;
 	struct fuse_session *se;   /* for cache notifications */
 };
