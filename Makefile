@@ -52,7 +52,7 @@ $(B)/libcowfs.a: $(CORE_OBJS) Makefile
 	rm -f $@
 	$(AR) rcs $@ $(CORE_OBJS)
 
-$(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
+$(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/powercut.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/cli_store.o $(B)/pgcli.o $(B)/cicli.o

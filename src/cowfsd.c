@@ -49,6 +49,7 @@
 #include "pgd.h"
 #include "ref.h"
 #include "notify.h"
+#include "powercut.h"
 #include "writeback.h"
 #include "util.h"
 
@@ -290,6 +291,14 @@ int main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	/* tests/pg/crash.sh's simulated power cut (powercut.h) */
+	bool powercut = getenv("COWFS_TEST_POWERCUT") && strcmp(getenv("COWFS_TEST_POWERCUT"), "1") == 0;
+	int pa;
+	if (powercut && (pa = cow_powercut_arm()) < 0) {
+		cow_err("COWFS_TEST_POWERCUT: %s", strerror(-pa));
+		fuse_session_destroy(se);
+		return 1;
+	}
 	unsigned said = cow_msg_count();
 	cow_notifyf("STATUS=recovering %s", store);
 	int r = cow_fs_open(store, &ctx.fs);
@@ -339,6 +348,13 @@ int main(int argc, char **argv)
 		cow_fs_note_pid(ctx.fs);
 	}
 	cow_info("serving %s at %s", store, mnt);
+	if (powercut) {
+		int pr = cow_powercut_start();
+		if (pr < 0)
+			cow_err("COWFS_TEST_POWERCUT: %s", strerror(-pr));
+		else
+			cow_warn("COWFS_TEST_POWERCUT=1: SIGUSR2 cuts the power (garbles unsynced log writes, exits)");
+	}
 	r = cow_fs_start_checkpointer(ctx.fs, o.checkpoint);
 	if (r < 0)
 		cow_err("cannot start the checkpointer: %s", strerror(-r));
