@@ -18,7 +18,8 @@
 #   cowfs_daemon_pid MNT        pid of the daemon serving MNT
 #   pg_initdb DATADIR           initdb as postgres (extra initdb options from $INITDB_OPTS)
 #   pg_start DATADIR PORT       start Postgres as postgres on 127.0.0.1:PORT, socket in /tmp,
-#                               server log /tmp/cowfs-pg-PORT.log; registers cleanup;
+#                               server log /tmp/cowfs-pg-PORT.log (removed at exit);
+#                               registers cleanup;
 #                               extra server options from $PG_OPTS (e.g. "-c shared_buffers=128MB")
 #   pg_stop DATADIR             fast stop
 #   pg_free_port                print a free TCP port
@@ -186,6 +187,7 @@ pg_start() {
 	_LIB_PGDATA+=("$d")
 	local log=/tmp/cowfs-pg-$port.log
 	: >"$log"; chown postgres "$log"
+	_LIB_RMDIRS+=("$log") # removed at exit, once Postgres is stopped
 	runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -w -t 120 -l "$log" \
 		-o "-p $port -k /tmp -c listen_addresses=127.0.0.1 ${PG_OPTS:-}" start >/dev/null || return
 	local pm
