@@ -59,6 +59,38 @@ static void write_records(const char *dir, uint64_t *pos)
 	free(buf);
 }
 
+/* A new log in a fresh temp dir: DIR (512 bytes), inside *RET_TMP; its
+ * I/O goes through crashio, reset. */
+static struct cow_log *open_under_crashio(char **ret_tmp, char *dir)
+{
+	*ret_tmp = tu_tmpdir();
+	snprintf(dir, 512, "%s/seg", *ret_tmp);
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	crashio_reset();
+	cow_io_set(&crashio);
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	return log;
+}
+
+/* Append a one-byte record. */
+static void append_byte(struct cow_log *log)
+{
+	uint8_t b = 7;
+	struct iovec iov = { &b, 1 };
+	uint64_t p;
+	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
+}
+
+/* Close LOG, give the real I/O back and remove TMP. */
+static void close_under_crashio(struct cow_log *log, char *tmp)
+{
+	cow_log_close(log);
+	cow_io_set(NULL);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+
 /* CRC-32C one bit at a time, straight from the polynomial. */
 static uint32_t crc_bitwise(uint32_t crc, const uint8_t *p, size_t len)
 {
@@ -218,13 +250,8 @@ END_TEST
 
 START_TEST(test_crash_garbles_unsynced)
 {
-	char *tmp = tu_tmpdir(), dir[512];
-	snprintf(dir, sizeof dir, "%s/seg", tmp);
-	ck_assert_int_eq(cow_log_create(dir), 0);
-	crashio_reset();
-	cow_io_set(&crashio);
-	struct cow_log *log;
-	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	char *tmp, dir[512];
+	struct cow_log *log = open_under_crashio(&tmp, dir);
 	uint8_t buf[5000];
 	uint64_t p;
 	for (int i = 0; i < 10; i++) {
@@ -252,26 +279,18 @@ END_TEST
 
 START_TEST(test_sync_failure_is_sticky)
 {
-	char *tmp = tu_tmpdir(), dir[512];
-	snprintf(dir, sizeof dir, "%s/seg", tmp);
-	ck_assert_int_eq(cow_log_create(dir), 0);
-	crashio_reset();
-	cow_io_set(&crashio);
-	struct cow_log *log;
-	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
-	uint8_t b = 1;
-	struct iovec iov = { &b, 1 };
-	uint64_t p;
-	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
+	char *tmp, dir[512];
+	struct cow_log *log = open_under_crashio(&tmp, dir);
+	append_byte(log);
 	crashio_fail_next = 1;
 	ck_assert_int_eq(cow_log_sync(log), -EIO);
 	/* after one failed sync, nothing is accepted any more */
 	ck_assert_int_eq(cow_log_sync(log), -EIO);
+	uint8_t b = 1;
+	struct iovec iov = { &b, 1 };
+	uint64_t p;
 	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), -EIO);
-	cow_log_close(log);
-	cow_io_set(NULL);
-	tu_rmrf(tmp);
-	free(tmp);
+	close_under_crashio(log, tmp);
 }
 END_TEST
 
@@ -298,13 +317,8 @@ START_TEST(test_group_commit)
 {
 	/* Eight writers each append and sync at once; with each fdatasync taking
 	 * 200 ms, they must share syncs rather than queue for eight of them. */
-	char *tmp = tu_tmpdir(), dir[512];
-	snprintf(dir, sizeof dir, "%s/seg", tmp);
-	ck_assert_int_eq(cow_log_create(dir), 0);
-	crashio_reset();
-	cow_io_set(&crashio);
-	struct cow_log *log;
-	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	char *tmp, dir[512];
+	struct cow_log *log = open_under_crashio(&tmp, dir);
 	crashio_delay_ms = 200;
 	pthread_barrier_t bar;
 	pthread_barrier_init(&bar, NULL, 8);
@@ -324,10 +338,7 @@ START_TEST(test_group_commit)
 	ck_assert_uint_le(st.syncs, 3);
 	ck_assert_int_eq(crashio_unsynced(), 0); /* every append is durable */
 	crashio_delay_ms = 0;
-	cow_log_close(log);
-	cow_io_set(NULL);
-	tu_rmrf(tmp);
-	free(tmp);
+	close_under_crashio(log, tmp);
 }
 END_TEST
 
@@ -346,14 +357,6 @@ static void note_call(void *arg, int err)
 	c->thread = pthread_self();
 }
 
-static void append_byte(struct cow_log *log)
-{
-	uint8_t b = 7;
-	struct iovec iov = { &b, 1 };
-	uint64_t p;
-	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
-}
-
 static void *slow_sync(void *a)
 {
 	return (void *)(intptr_t)cow_log_sync(a);
@@ -364,13 +367,8 @@ START_TEST(test_sync_then)
 	/* A FUSE reply waits for the log this way: the callback runs once
 	 * everything appended before the call is durable, exactly once, and
 	 * the caller never waits for another thread's sync. */
-	char *tmp = tu_tmpdir(), dir[512];
-	snprintf(dir, sizeof dir, "%s/seg", tmp);
-	ck_assert_int_eq(cow_log_create(dir), 0);
-	crashio_reset();
-	cow_io_set(&crashio);
-	struct cow_log *log;
-	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	char *tmp, dir[512];
+	struct cow_log *log = open_under_crashio(&tmp, dir);
 	struct cow_log_stats st;
 
 	/* nothing to sync: called at once, no fdatasync */
@@ -429,10 +427,7 @@ START_TEST(test_sync_then)
 	ck_assert_int_eq(c4.n, 1);
 	ck_assert_int_eq(c4.err, -EIO);
 
-	cow_log_close(log);
-	cow_io_set(NULL);
-	tu_rmrf(tmp);
-	free(tmp);
+	close_under_crashio(log, tmp);
 }
 END_TEST
 
