@@ -37,12 +37,15 @@ static inline char *tu_tmpdir(void) { return tu_tmpdir_in(0); }
 /* Under /var/tmp, which is on disk where /tmp may be a tmpfs. */
 static inline char *tu_disk_tmpdir(void) { return tu_tmpdir_in(1); }
 
-static inline void tu_rmrf(const char *d)
+/* rm -rf D: system(3)'s status. */
+static inline int tu_rm_rf(const char *d)
 {
 	char cmd[4200];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-	ck_assert_int_eq(system(cmd), 0);
+	return system(cmd);
 }
+
+static inline void tu_rmrf(const char *d) { ck_assert_int_eq(tu_rm_rf(d), 0); }
 
 /* A store path inside a fresh temp dir (the store dir itself does not exist). */
 static inline char *tu_store_path(char **ret_tmp)
@@ -94,9 +97,7 @@ static inline int tu_run(Suite *suite)
 	int failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	for (int i = 0; i < 2; i++) {
-		char cmd[128];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", tu_base[i]);
-		if (system(cmd) != 0) {
+		if (tu_rm_rf(tu_base[i]) != 0) {
 			fprintf(stderr, "could not remove %s\n", tu_base[i]);
 			failed = 1;
 		}
