@@ -109,6 +109,14 @@ static void reply_entry(fuse_req_t req, unsigned slot, const struct cow_attr *a)
 
 static void reply_result(fuse_req_t req, int r) { fuse_reply_err(req, r < 0 ? -r : 0); }
 
+/* R, the result of a change made for REQ; with durable_replies (see
+ * op_fsync) once the log holds it durably. */
+static int made_durable(fuse_req_t req, int r)
+{
+	struct cow_fuse *c = ctx_of(req);
+	return r == 0 && c->durable_replies ? cow_fs_sync(c->fs) : r;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct cow_fuse *c = userdata;
@@ -229,9 +237,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t node, struct stat *attr, int t
 	if (to_set & FUSE_SET_ATTR_MTIME_NOW) set |= COW_SET_MTIME_NOW;
 	if (to_set & FUSE_SET_ATTR_CTIME) set |= COW_SET_CTIME;
 	struct cow_attr a;
-	int r = cow_branch_setattr(b, ino_of(node), &in, set, &a);
-	if (r == 0 && ctx_of(req)->durable_replies)
-		r = cow_fs_sync(ctx_of(req)->fs);
+	int r = made_durable(req, cow_branch_setattr(b, ino_of(node), &in, set, &a));
 	if (r < 0)
 		return reply_result(req, r);
 	struct stat st;
@@ -569,10 +575,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t node, int mode, off_t off, o
 {
 	HOLDS(req);
 	struct cow_branch *b = branch_of(&h, node, NULL);
-	int r = b ? cow_branch_fallocate(b, ino_of(node), mode, off, len) : -ESTALE;
-	if (r == 0 && ctx_of(req)->durable_replies)
-		r = cow_fs_sync(ctx_of(req)->fs);
-	reply_result(req, r);
+	reply_result(req, made_durable(req, b ? cow_branch_fallocate(b, ino_of(node), mode, off, len) : -ESTALE));
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t node, off_t off, int whence, struct fuse_file_info *fi)
