@@ -10,6 +10,9 @@
  *   checkpoint=SECONDS   checkpoint interval (default 30)
  *   grace=DURATION       how long a deleted branch can be undeleted (default 1d)
  *   reap=DURATION        how often expired branches are looked for (default 1m)
+ *   autogc=PERCENT       collect garbage by itself once the store has grown
+ *                        by PERCENT % of its live data, and by 1 GiB, since
+ *                        the last collection (default 100; 0: only when asked)
  *   timeout=SECONDS      kernel entry/attribute cache time (default 60)
  *   writeback / nowriteback   kernel write-back caching (default on)
  *   strictlimit          keep the kernel's hard cap on the mount's dirty
@@ -61,8 +64,8 @@ static void usage(FILE *f, const char *prog)
 		"  -f            stay in the foreground (messages to stderr)\n"
 		"  -d            foreground and log every FUSE request\n"
 		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
-		"                grace=DURATION, reap=DURATION, writeback, nowriteback,\n"
-		"                strictlimit,\n"
+		"                grace=DURATION, reap=DURATION, autogc=PERCENT, writeback,\n"
+		"                nowriteback, strictlimit,\n"
 		"                and kernel mount options (ro, noatime, ...)\n"
 		"See cowfsd(8).\n",
 		prog);
@@ -80,7 +83,7 @@ static bool ignored_option(const char *o)
 }
 
 struct opts {
-	unsigned checkpoint, reap;
+	unsigned checkpoint, reap, autogc;
 	int64_t grace;
 	double timeout;
 	bool writeback, strictlimit, foreground, debug;
@@ -110,6 +113,13 @@ static int parse_o(struct opts *o, char *list)
 				return -EINVAL;
 			}
 			o->reap = (unsigned)v;
+		} else if (strncmp(tok, "autogc=", 7) == 0) {
+			unsigned long v = strtoul(tok + 7, &end, 10);
+			if (!tok[7] || *end || v > 10000) {
+				cow_err("autogc=%s: give a percentage from 0 (off) to 10000", tok + 7);
+				return -EINVAL;
+			}
+			o->autogc = (unsigned)v;
 		} else if (strncmp(tok, "timeout=", 8) == 0) {
 			double v = strtod(tok + 8, &end);
 			if (*end || v < 0 || v > 86400) {
@@ -230,7 +240,12 @@ int main(int argc, char **argv)
 	if (notifying < 0)
 		cow_warn("NOTIFY_SOCKET: %s; the service manager will not hear when the mount is ready",
 			 strerror(-notifying));
-	struct opts o = { .checkpoint = 30, .reap = 60, .grace = COW_FS_GRACE_DEFAULT, .timeout = 60.0, .writeback = true };
+	struct opts o = { .checkpoint = 30,
+			  .reap = 60,
+			  .autogc = COW_GC_AUTO_PCT_DEFAULT,
+			  .grace = COW_FS_GRACE_DEFAULT,
+			  .timeout = 60.0,
+			  .writeback = true };
 	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "fdsnvho:", longopts, NULL)) != -1) {
@@ -362,6 +377,13 @@ int main(int argc, char **argv)
 	int rr = cow_fs_start_reaper(ctx.fs, o.reap, reaped, &ctx);
 	if (rr < 0)
 		cow_err("cannot start the expiry reaper: %s", strerror(-rr));
+	if (powercut && o.autogc) {
+		/* a dropped segment's descriptor may be reused under the simulation */
+		cow_warn("COWFS_TEST_POWERCUT=1: no automatic gc");
+		o.autogc = 0;
+	}
+	if ((rr = cow_fs_start_cleaner(ctx.fs, o.autogc)) < 0)
+		cow_err("cannot start the automatic gc: %s; run cowfs gc now and then", strerror(-rr));
 	/* Without its control socket the mount still serves its branches. */
 	struct cow_control *control = NULL;
 	int cr = cow_control_start(ctx.fs, cow_fuse_branch_changed, &ctx, &control);

@@ -55,6 +55,12 @@ struct cow_fs {
 	int64_t grace;
 	cow_fs_reap_fn reap_report;
 	void *reap_ctx;
+	/* the cleaner: GC by itself (protected by lock, except the thread) */
+	pthread_t clean_thread;
+	bool clean_running;
+	struct cow_gc_auto autogc;
+	/* one marking pass (gc, df, fsck) at a time: a second one waits */
+	pthread_mutex_t pass_lock;
 };
 
 static int pg_pick_port(struct cow_fs *fs, uint16_t *ret);
@@ -100,6 +106,7 @@ int cow_fs_open(const char *path, struct cow_fs **ret)
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->ckpt_lock, NULL);
 	pthread_cond_init(&fs->ckpt_cond, NULL);
+	pthread_mutex_init(&fs->pass_lock, NULL);
 	fs->nslots = 1;
 	fs->grace = COW_FS_GRACE_DEFAULT;
 	char **names = NULL;
@@ -284,6 +291,74 @@ int cow_fs_start_reaper(struct cow_fs *fs, unsigned interval_sec, cow_fs_reap_fn
 	return 0;
 }
 
+#define CLEAN_CHECK_SEC 5
+
+static bool stopping(struct cow_fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	bool stop = fs->ckpt_stop;
+	pthread_mutex_unlock(&fs->lock);
+	return stop;
+}
+
+/* An unmount does not wait for the cleaner's run to end. */
+static int clean_progress(void *ctx, const struct cow_gc_progress *p)
+{
+	(void)p;
+	return stopping(ctx);
+}
+
+static void *cleaner(void *arg)
+{
+	struct cow_fs *fs = arg;
+	pthread_mutex_lock(&fs->lock);
+	while (!fs->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += CLEAN_CHECK_SEC;
+		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
+		if (fs->ckpt_stop)
+			break;
+		struct cow_gc_auto a = fs->autogc;
+		pthread_mutex_unlock(&fs->lock);
+		uint64_t disk;
+		if (cow_gc_disk(fs->store, &disk) == 0 && cow_gc_auto_due(&a, disk)) {
+			cow_info("gc: the store grew by %llu MiB since the last collection (%llu MiB of live data then); "
+				 "collecting", (unsigned long long)((disk - a.base_disk) >> 20),
+				 (unsigned long long)(a.base_live >> 20));
+			struct cow_gc_opts o = { .no_slack = true, .progress = clean_progress, .ctx = fs };
+			int r = cow_fs_gc(fs, &o, NULL);
+			if (r < 0 && r != -ECANCELED) {
+				cow_warn("gc: the automatic collection failed: %s; trying again after as much growth",
+					 strerror(-r));
+				pthread_mutex_lock(&fs->lock);
+				fs->autogc.base_disk = disk;
+				pthread_mutex_unlock(&fs->lock);
+			}
+		}
+		pthread_mutex_lock(&fs->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct)
+{
+	uint64_t disk;
+	int r = cow_gc_disk(fs->store, &disk);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	cow_gc_auto_init(&fs->autogc, pct, COW_GC_AUTO_MIN_GROWTH, disk);
+	pthread_mutex_unlock(&fs->lock);
+	if (!pct)
+		return 0;
+	if ((r = pthread_create(&fs->clean_thread, NULL, cleaner, fs)))
+		return -r;
+	fs->clean_running = true;
+	return 0;
+}
+
 void cow_fs_set_grace(struct cow_fs *fs, int64_t grace_sec)
 {
 	pthread_mutex_lock(&fs->lock);
@@ -309,6 +384,8 @@ int cow_fs_close(struct cow_fs *fs)
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->reap_running)
 		pthread_join(fs->reap_thread, NULL);
+	if (fs->clean_running)
+		pthread_join(fs->clean_thread, NULL);
 	if (fs->ckpt_running)
 		pthread_join(fs->ckpt_thread, NULL);
 	int r = cow_fs_checkpoint(fs);
@@ -1209,15 +1286,19 @@ int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret)
 	struct fs_root *v = NULL;
 	struct cow_gc_root *gr = NULL;
 	size_t n = 0;
+	pthread_mutex_lock(&fs->pass_lock);
 	int r = cow_gc_begin(fs->store, &o, &g);
-	if (r < 0)
+	if (r < 0) {
+		pthread_mutex_unlock(&fs->pass_lock);
 		return r;
+	}
 	if ((r = collect_roots(fs, &v, &n, NULL)) == 0 && !(gr = gc_roots(v, n)))
 		r = -ENOMEM;
 	if (r == 0)
 		r = cow_gc_mark(g, gr, n);
 	struct cow_gc_stats st;
 	cow_gc_end(g, &st);
+	pthread_mutex_unlock(&fs->pass_lock);
 	memset(ret, 0, sizeof *ret);
 	if (r == 0 && !(ret->refs = calloc(n ? n : 1, sizeof *ret->refs)))
 		r = -ENOMEM;
@@ -1262,9 +1343,12 @@ int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_s
 	uint64_t limit = 0;
 	/* The pass begins before the checkpoints: whatever a branch names
 	 * after its checkpoint, it put (and so marked) after the pass began. */
+	pthread_mutex_lock(&fs->pass_lock);
 	int r = cow_gc_begin(fs->store, &o, &g);
-	if (r < 0)
+	if (r < 0) {
+		pthread_mutex_unlock(&fs->pass_lock);
 		return r;
+	}
 	if ((r = collect_roots(fs, &v, &n, &limit)) == 0 && !(gr = gc_roots(v, n)))
 		r = -ENOMEM;
 	if (r == 0)
@@ -1273,6 +1357,13 @@ int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_s
 		r = cow_gc_sweep(g, limit);
 	struct cow_gc_stats st;
 	cow_gc_end(g, &st);
+	pthread_mutex_unlock(&fs->pass_lock);
+	if (r == 0) {
+		/* a run by hand counts for the cleaner too */
+		pthread_mutex_lock(&fs->lock);
+		cow_gc_auto_ran(&fs->autogc, &st);
+		pthread_mutex_unlock(&fs->lock);
+	}
 	if (r == 0 || r == -ECANCELED)
 		cow_info("gc%s: %u segments rewritten, %llu bytes moved, %llu bytes on disk before, %llu after, "
 			 "%.1f s", r ? " (stopped)" : "", st.segments_rewritten, (unsigned long long)st.moved_bytes,
@@ -1298,7 +1389,9 @@ int cow_fs_fsck(struct cow_fs *fs, const struct cow_fsck_opts *opts, struct cow_
 	}
 	for (size_t i = 0; i < n; i++)
 		fr[i] = (struct cow_fsck_root){ v[i].root, cow_fs_kind_name(v[i].kind), v[i].name };
+	pthread_mutex_lock(&fs->pass_lock);
 	r = cow_fsck_run(fs->store, fr, n, opts, ret);
+	pthread_mutex_unlock(&fs->pass_lock);
 	free(fr);
 	free(v);
 	return r;

@@ -22,7 +22,8 @@
  * Storage accounting, GC and fsck (cow_fs_usage, cow_fs_gc, cow_fs_fsck)
  * take their roots from every ref file under STORE/refs/ (branches,
  * snapshots, trash) and every live branch, checkpointed first; they run
- * while the branches serve, one at a time (-EBUSY).  See gc.h and fsck.h.
+ * while the branches serve, one at a time (a second waits for the first).
+ * See gc.h and fsck.h.
  */
 #ifndef COW_FS_H
 #define COW_FS_H
@@ -143,6 +144,11 @@ int cow_fs_reap(struct cow_fs *fs, int64_t now, int64_t grace, cow_fs_reap_fn re
  * with the grace period set by cow_fs_set_grace (default above). */
 int cow_fs_start_reaper(struct cow_fs *fs, unsigned interval_sec, cow_fs_reap_fn report, void *ctx);
 void cow_fs_set_grace(struct cow_fs *fs, int64_t grace_sec);
+/* The cleaner: check every few seconds whether the store has grown enough
+ * since the last collection (cow_gc_auto_due, with PCT) and if so run
+ * cow_fs_gc in a thread, rewriting only mostly-dead segments (no_slack).
+ * PCT 0: no thread; collections run only when asked. */
+int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct);
 int64_t cow_fs_grace(struct cow_fs *fs);
 
 /* Postgres on branches (pg.h).  A new branch gets a port of its own (none

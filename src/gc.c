@@ -32,6 +32,38 @@ static uint64_t disk_of(const struct cow_log_segment *v, size_t n, uint32_t *ret
 	return d;
 }
 
+void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, uint64_t disk_now)
+{
+	*a = (struct cow_gc_auto){ .pct = pct, .min_growth = min_growth, .base_disk = disk_now };
+}
+
+bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now)
+{
+	if (!a->pct || disk_now <= a->base_disk)
+		return false;
+	unsigned __int128 want = (unsigned __int128)a->base_live * a->pct / 100;
+	uint64_t growth = disk_now - a->base_disk;
+	return growth >= a->min_growth && growth >= want;
+}
+
+void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st)
+{
+	a->base_disk = st->disk_after;
+	a->base_live = st->live_bytes;
+}
+
+int cow_gc_disk(struct cow_store *s, uint64_t *ret)
+{
+	struct cow_log_segment *v;
+	size_t n;
+	int r = cow_store_segments(s, &v, &n);
+	if (r < 0)
+		return r;
+	*ret = disk_of(v, n, NULL);
+	free(v);
+	return 0;
+}
+
 int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow_gc **ret)
 {
 	struct cow_gc *g = calloc(1, sizeof *g);
@@ -209,7 +241,7 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 	 * COW_GC_SLACK_PCT % of the live data: a deleted branch's data that
 	 * share segments with live data are reclaimed too. */
 	qsort(kept, nkept, sizeof *kept, by_live_share);
-	for (size_t i = 0; i < nkept && garbage * 100 > g->st.live_bytes * COW_GC_SLACK_PCT; i++) {
+	for (size_t i = 0; !g->o.no_slack && i < nkept && garbage * 100 > g->st.live_bytes * COW_GC_SLACK_PCT; i++) {
 		todo[ntodo++] = kept[i].seg;
 		garbage -= kept[i].size > kept[i].live ? kept[i].size - kept[i].live : 0;
 	}

@@ -63,6 +63,10 @@ struct cow_gc_opts {
 				  * records are below this share of its size on
 				  * disk; 0: COW_GC_THRESHOLD_DEFAULT */
 	bool mark_only;          /* accounting: mark and count, sweep nothing */
+	bool no_slack;           /* rewrite only the segments below the threshold
+				  * (the daemon's own runs: least copying per byte
+				  * freed), not also the sparsest others until the
+				  * garbage left is COW_GC_SLACK_PCT % of the live */
 	cow_gc_progress_fn progress;
 	void *ctx;
 };
@@ -88,6 +92,27 @@ struct cow_gc_stats {
 	uint64_t objects_reached;
 	uint64_t missing, damaged;       /* data blocks reached but missing or damaged */
 };
+
+/* When the daemon collects by itself (fs.c's cleaner): once the segment
+ * files have grown, since the last run ended (or since the mount), by PCT %
+ * of the live data that run found, and by at least MIN_GROWTH bytes.  So a
+ * store stays below about (1 + PCT/100) x its live data plus MIN_GROWTH,
+ * and a store that only grows (a load) is marked a logarithmic number of
+ * times. */
+#define COW_GC_AUTO_PCT_DEFAULT 100
+#define COW_GC_AUTO_MIN_GROWTH (1ull << 30)
+struct cow_gc_auto {
+	unsigned pct;            /* 0: never */
+	uint64_t min_growth;
+	uint64_t base_disk;      /* segment files after the last run, or at the mount */
+	uint64_t base_live;      /* live data the last run found (0: none yet) */
+};
+void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, uint64_t disk_now);
+bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now);
+/* A run ended with ST (any run: a manual one counts too). */
+void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st);
+/* The bytes the segment files take on disk now. */
+int cow_gc_disk(struct cow_store *s, uint64_t *ret);
 
 int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow_gc **ret);
 int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n);

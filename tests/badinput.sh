@@ -44,6 +44,7 @@ expect_error "store that does not exist" "No such file" "$COWFS" mount "$T/nosto
 expect_error "directory that is not a store" "not a cowfs store" "$COWFS" mount "$mnt" "$mnt"
 expect_error "unknown mount option" "option|mount" "$COWFS" mount "$store" "$mnt" -o no_such_option
 expect_error "bad checkpoint value" "checkpoint" "$COWFS" mount "$store" "$mnt" -o checkpoint=abc
+expect_error "bad autogc value" "autogc" "$COWFS" mount "$store" "$mnt" -o autogc=lots
 expect_error "max_read (unsupported)" "max_read" "$COWFS" mount "$store" "$mnt" -o max_read=131072
 unchanged "bad options"
 expect_error "init over an existing store" "already holds a cowfs store" "$COWFS" init "$store"

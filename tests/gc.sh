@@ -16,7 +16,12 @@
 #     the data is the same, fsck is clean, a gc then completes;
 #   a flipped byte in a table's block of an unmounted store: cowfs fsck
 #     (opening the store itself) names the branch and the table's file and
-#     exits 1; an offline gc still runs and keeps the damaged data.
+#     exits 1; an offline gc still runs and keeps the damaged data;
+#   automatic gc: a 256 MiB file overwritten with new data six times (1.5 GiB
+#     written, 256 MiB live) on a mount with default options: the daemon
+#     collects by itself, the segment files end below live + 1 GiB + two
+#     segments, and the file reads back as last written; with -o autogc=0
+#     nothing is collected.
 source "$(dirname "$0")/lib.sh"
 source "$TESTS_DIR/pg/pglib.sh"
 cowfs_require
@@ -231,4 +236,53 @@ out=$("$C" gc "$store" 2>&1) || fail "offline gc on a store with a damaged block
 echo "$out" | grep -q "damaged blocks are still in use" || fail "gc does not mention the damaged block: $out"
 "$C" fsck "$store" >/dev/null 2>&1 && fail "fsck clean after gc: the damaged block was dropped"
 pass "offline gc runs around the damaged block and keeps it"
+
+# --- automatic gc ------------------------------------------------------------------
+# overwrite_rounds MNT N: write 256 MiB of new random data over MNT/main/big N
+# times, each made durable; the last data's sha256 in LAST_SUM
+overwrite_rounds() {
+	local i
+	for i in $(seq "$2"); do
+		head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
+		dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none || fail "write round $i on $1"
+	done
+	LAST_SUM=$(sha256sum <"$T/round" | cut -d' ' -f1)
+	rm -f "$T/round"
+}
+collections() { grep -c "gc: the store grew by" "$1/cowfsd.log"; }
+# auto_store NAME [mount args]: a new store $T/NAME mounted at $T/NAME.mnt
+auto_store() {
+	mkdir -p "$T/$1.mnt"
+	store_init "$T/$1" root >/dev/null || fail "cowfs init $1"
+	cowfs_mount "$T/$1" "$T/$1.mnt" "${@:2}" || fail "mount $1"
+}
+auto_store auto
+overwrite_rounds "$T/auto.mnt" 6
+for _ in $(seq 60); do
+	[ "$(collections "$T/auto")" -ge 1 ] && grep -q "gc: [0-9]* segments rewritten" "$T/auto/cowfsd.log" && break
+	sleep 0.5
+done
+grep "gc: " "$T/auto/cowfsd.log" | sed 's/^/    /'
+[ "$(collections "$T/auto")" -ge 1 ] || fail "no automatic gc after 1.5 GiB written over 256 MiB"
+grep -q "gc: [0-9]* segments rewritten" "$T/auto/cowfsd.log" || fail "the automatic gc did not finish"
+store=$T/auto
+b=$(seg_bytes)
+[ "$b" -le $((256 * MiB + 1024 * MiB + 128 * MiB)) ] ||
+	fail "segment files take $(mib "$b") after the automatic gc, for 256 MiB live"
+[ "$(sha256sum <"$T/auto.mnt/main/big" | cut -d' ' -f1)" = "$LAST_SUM" ] || fail "big reads back wrong after the automatic gc"
+cowfs_umount "$T/auto.mnt" || fail "umount auto"
+cowfs_mount "$T/auto" "$T/auto.mnt" || fail "remount auto"
+[ "$(sha256sum <"$T/auto.mnt/main/big" | cut -d' ' -f1)" = "$LAST_SUM" ] || fail "big reads back wrong after a remount"
+cowfs_umount "$T/auto.mnt" || fail "umount auto"
+pass "automatic gc: 1.5 GiB written over a 256 MiB file, segment files $(mib "$b"), the file intact after a remount"
+
+auto_store manual -o autogc=0
+overwrite_rounds "$T/manual.mnt" 6
+sleep 6 # longer than the cleaner's interval
+store=$T/manual
+b=$(seg_bytes)
+[ "$(collections "$T/manual")" = 0 ] || fail "a collection ran with -o autogc=0"
+[ "$b" -ge $((6 * 256 * MiB)) ] || fail "with -o autogc=0 the segment files take only $(mib "$b") after 1.5 GiB written"
+cowfs_umount "$T/manual.mnt" || fail "umount manual"
+pass "with -o autogc=0 nothing is collected: segment files $(mib "$b")"
 echo "ok: gc.sh: all checks passed"

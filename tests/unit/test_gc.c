@@ -9,7 +9,10 @@
  *   - a crash at every sync GC makes (unsynced writes garbled): the store
  *     reopens and every branch reads identically;
  *   - fsck names the ref, path and block of a flipped byte, once per ref
- *     that reaches it; GC then keeps the damaged segment. */
+ *     that reaches it; GC then keeps the damaged segment;
+ *   - the daemon's own runs: when one is due (the store grew by PCT % of
+ *     the live data, and by the minimum), and that they rewrite only
+ *     mostly-dead segments. */
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -301,6 +304,61 @@ START_TEST(test_gc_reclaims_and_keeps_everything_else)
 }
 END_TEST
 
+START_TEST(test_gc_auto_due)
+{
+	const uint64_t G = 1ull << 30;
+	struct cow_gc_auto a;
+	/* at the mount nothing is known of the live data: the minimum decides */
+	cow_gc_auto_init(&a, 100, G, 64 * MiB);
+	ck_assert(!cow_gc_auto_due(&a, 64 * MiB));
+	ck_assert(!cow_gc_auto_due(&a, 64 * MiB + G - 1));
+	ck_assert(cow_gc_auto_due(&a, 64 * MiB + G));
+	ck_assert(!cow_gc_auto_due(&a, 0)); /* smaller than at the mount (a gc by hand) */
+	/* after a run that found 3 GiB live and left 4 GiB: due at 3 GiB more */
+	struct cow_gc_stats st = { .disk_after = 4 * G, .live_bytes = 3 * G };
+	cow_gc_auto_ran(&a, &st);
+	ck_assert(!cow_gc_auto_due(&a, 4 * G + 2 * G));
+	ck_assert(!cow_gc_auto_due(&a, 7 * G - 1));
+	ck_assert(cow_gc_auto_due(&a, 7 * G));
+	/* a share of the live data below the minimum: the minimum */
+	cow_gc_auto_init(&a, 10, G, 0);
+	st = (struct cow_gc_stats){ .disk_after = 2 * G, .live_bytes = 2 * G };
+	cow_gc_auto_ran(&a, &st);
+	ck_assert(!cow_gc_auto_due(&a, 2 * G + G / 5));
+	ck_assert(cow_gc_auto_due(&a, 3 * G));
+	/* 0: never */
+	cow_gc_auto_init(&a, 0, G, 0);
+	ck_assert(!cow_gc_auto_due(&a, 100 * G));
+}
+END_TEST
+
+START_TEST(test_gc_no_slack)
+{
+	/* A segment three quarters live: a run by hand rewrites it (the
+	 * garbage left would be more than COW_GC_SLACK_PCT % of the live
+	 * data); the daemon's own runs (no_slack) leave it, since copying
+	 * three bytes to free one is not worth it. */
+	struct env e;
+	env_new(&e);
+	write_file(br(&e, "main"), "a", 0, 36 * MiB, 1);
+	write_file(br(&e, "main"), "a", 0, 12 * MiB, 2);
+	uint64_t before = dump_all(&e);
+	struct cow_gc_opts o = { .no_slack = true };
+	struct cow_gc_stats st;
+	ck_assert_int_eq(cow_fs_gc(e.fs, &o, &st), 0);
+	ck_assert_uint_eq(st.segments_rewritten, 0);
+	ck_assert_uint_eq(st.moved_bytes, 0);
+	ck_assert_uint_eq(dump_all(&e), before);
+	st = gc(&e, 0);
+	ck_assert_uint_ge(st.segments_rewritten, 1);
+	ck_assert_uint_ge(st.dropped_bytes, 12 * MiB);
+	ck_assert_uint_eq(dump_all(&e), before);
+	env_reopen(&e);
+	ck_assert_uint_eq(dump_all(&e), before);
+	env_free(&e);
+}
+END_TEST
+
 /* ---- GC with writers and readers at work ------------------------------ */
 
 struct worker {
@@ -564,6 +622,8 @@ int main(void)
 	tcase_add_test(tc, test_gc_online_loses_nothing);
 	tcase_add_test(tc, test_gc_crash_at_every_sync);
 	tcase_add_test(tc, test_fsck_names_branch_and_file);
+	tcase_add_test(tc, test_gc_auto_due);
+	tcase_add_test(tc, test_gc_no_slack);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
