@@ -323,8 +323,8 @@ static void *cleaner(void *arg)
 		pthread_mutex_unlock(&fs->lock);
 		uint64_t disk;
 		if (cow_gc_disk(fs->store, &disk) == 0 && cow_gc_auto_due(&a, disk)) {
-			cow_info("gc: the store grew by %llu MiB since the last collection (%llu MiB of live data then); "
-				 "collecting", (unsigned long long)((disk - a.base_disk) >> 20),
+			cow_info("gc: the store grew by %llu MiB since the last collection or the mount "
+				 "(%llu MiB of live data then); collecting", (unsigned long long)((disk - a.base_disk) >> 20),
 				 (unsigned long long)(a.base_live >> 20));
 			struct cow_gc_opts o = { .no_slack = true, .progress = clean_progress, .ctx = fs };
 			int r = cow_fs_gc(fs, &o, NULL);
