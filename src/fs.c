@@ -322,10 +322,15 @@ static void *cleaner(void *arg)
 		struct cow_gc_auto a = fs->autogc;
 		pthread_mutex_unlock(&fs->lock);
 		uint64_t disk;
-		if (cow_gc_disk(fs->store, &disk) == 0 && cow_gc_auto_due(&a, disk)) {
+		struct statvfs host;
+		uint64_t free_now = statvfs(cow_store_path(fs->store), &host) == 0
+					    ? (uint64_t)host.f_bavail * host.f_frsize
+					    : UINT64_MAX;
+		if (cow_gc_disk(fs->store, &disk) == 0 && cow_gc_auto_due(&a, disk, free_now)) {
 			cow_info("gc: the store grew by %llu MiB since the last collection or the mount "
-				 "(%llu MiB of live data then); collecting", (unsigned long long)((disk - a.base_disk) >> 20),
-				 (unsigned long long)(a.base_live >> 20));
+				 "(%llu MiB of live data then; %llu MiB free on its filesystem); collecting",
+				 (unsigned long long)((disk - a.base_disk) >> 20), (unsigned long long)(a.base_live >> 20),
+				 (unsigned long long)(free_now == UINT64_MAX ? 0 : free_now >> 20));
 			struct cow_gc_opts o = { .no_slack = true, .progress = clean_progress, .ctx = fs };
 			int r = cow_fs_gc(fs, &o, NULL);
 			if (r < 0 && r != -ECANCELED) {

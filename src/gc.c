@@ -37,12 +37,14 @@ void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, 
 	*a = (struct cow_gc_auto){ .pct = pct, .min_growth = min_growth, .base_disk = disk_now };
 }
 
-bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now)
+bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now)
 {
 	if (!a->pct || disk_now <= a->base_disk)
 		return false;
-	unsigned __int128 want = (unsigned __int128)a->base_live * a->pct / 100;
 	uint64_t growth = disk_now - a->base_disk;
+	if (free_now < COW_GC_AUTO_LOW_FREE)
+		return growth >= COW_LOG_SEGMENT_MAX;
+	unsigned __int128 want = (unsigned __int128)a->base_live * a->pct / 100;
 	return growth >= a->min_growth && growth >= want;
 }
 

@@ -95,12 +95,14 @@ struct cow_gc_stats {
 
 /* When the daemon collects by itself (fs.c's cleaner): once the segment
  * files have grown, since the last run ended (or since the mount), by PCT %
- * of the live data that run found, and by at least MIN_GROWTH bytes.  So a
- * store stays below about (1 + PCT/100) x its live data plus MIN_GROWTH,
- * and a store that only grows (a load) is marked a logarithmic number of
- * times. */
+ * of the live data that run found, and by at least MIN_GROWTH bytes; so a
+ * store that only grows (a load) is marked a logarithmic number of times.
+ * And, while the filesystem under the store has less than
+ * COW_GC_AUTO_LOW_FREE bytes free, as soon as they have grown by a
+ * segment: before the disk is full, while GC still has room to copy. */
 #define COW_GC_AUTO_PCT_DEFAULT 100
 #define COW_GC_AUTO_MIN_GROWTH (1ull << 30)
+#define COW_GC_AUTO_LOW_FREE (2ull << 30)
 struct cow_gc_auto {
 	unsigned pct;            /* 0: never */
 	uint64_t min_growth;
@@ -108,7 +110,8 @@ struct cow_gc_auto {
 	uint64_t base_live;      /* live data the last run found (0: none yet) */
 };
 void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, uint64_t disk_now);
-bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now);
+/* DISK_NOW: the segment files' bytes; FREE_NOW: bytes free for them. */
+bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now);
 /* A run ended with ST (any run: a manual one counts too). */
 void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st);
 /* The bytes the segment files take on disk now. */

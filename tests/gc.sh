@@ -21,7 +21,8 @@
 #     written, 256 MiB live) on a mount with default options: the daemon
 #     collects by itself, the segment files end below live + 1 GiB + two
 #     segments, and the file reads back as last written; with -o autogc=0
-#     nothing is collected.
+#     nothing is collected; a store with under 2 GiB free (on a small tmpfs)
+#     is collected before it has grown by 1 GiB.
 source "$(dirname "$0")/lib.sh"
 source "$TESTS_DIR/pg/pglib.sh"
 cowfs_require
@@ -285,4 +286,26 @@ b=$(seg_bytes)
 [ "$b" -ge $((6 * 256 * MiB)) ] || fail "with -o autogc=0 the segment files take only $(mib "$b") after 1.5 GiB written"
 cowfs_umount "$T/manual.mnt" || fail "umount manual"
 pass "with -o autogc=0 nothing is collected: segment files $(mib "$b")"
+
+# short of space: a store on a 2200 MiB tmpfs has less than 2 GiB free after
+# one round, and is collected long before it has grown by 1 GiB
+mkdir -p "$T/small" "$T/small.mnt"
+mount -t tmpfs -o size=2200m cowfs-test "$T/small" || fail "mount a tmpfs"
+store_init "$T/small/store" root >/dev/null || fail "cowfs init on the tmpfs"
+cowfs_mount "$T/small/store" "$T/small.mnt" || fail "mount small"
+_LIB_MOUNTS+=("$T/small") # after the cowfs mount: unmounted after it
+overwrite_rounds "$T/small.mnt" 3
+for _ in $(seq 60); do
+	grep -q "gc: [0-9]* segments rewritten" "$T/small/store/cowfsd.log" && break
+	sleep 0.5
+done
+grep "gc: " "$T/small/store/cowfsd.log" | sed 's/^/    /'
+grew=$(sed -n 's/.*gc: the store grew by \([0-9]*\) MiB.*/\1/p' "$T/small/store/cowfsd.log" | head -n 1)
+[ -n "$grew" ] || fail "no automatic gc on a store short of space"
+[ "$grew" -lt 1024 ] || fail "the first automatic gc short of space came only after $grew MiB of growth"
+grep -q "gc: [0-9]* segments rewritten" "$T/small/store/cowfsd.log" || fail "the automatic gc short of space did not finish"
+[ "$(sha256sum <"$T/small.mnt/main/big" | cut -d' ' -f1)" = "$LAST_SUM" ] || fail "big reads back wrong on the small store"
+cowfs_umount "$T/small.mnt" || fail "umount small"
+umount "$T/small" || fail "umount the tmpfs"
+pass "short of space (under 2 GiB free), the daemon collected after $grew MiB of growth"
 echo "ok: gc.sh: all checks passed"
