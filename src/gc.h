@@ -10,9 +10,10 @@
  * Sweep: every segment below the sweep limit whose live records take less
  * than the threshold share of its size on disk, or that is filled less than
  * a quarter (an earlier run's head: so that they coalesce), is rewritten;
- * then more of the others, sparsest first, until the garbage left in them is
- * at most COW_GC_SLACK_PCT % of the live data (so that a deleted branch's
- * data are reclaimed also where they share segments with live data).  To
+ * then (unless no_slack) more of the others, sparsest first, until the
+ * garbage left in them is at most COW_GC_SLACK_PCT % of the live data (so
+ * that a deleted branch's data are reclaimed also where they share segments
+ * with live data).  To
  * rewrite a segment: its live
  * objects are copied to the head of the log, the log is synced, and the
  * segment is added to the dropped set and unlinked (cow_store_relocate,
