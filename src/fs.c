@@ -221,18 +221,24 @@ static uint64_t log_distance(uint64_t from, uint64_t to)
 	return segs * COW_LOG_SEGMENT_MAX + (uint32_t)to - (uint32_t)from;
 }
 
+/* With lock held: wait SEC seconds, or less if cow_fs_close wakes the
+ * background threads; true if they are to stop. */
+static bool nap(struct cow_fs *fs, unsigned sec)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += sec;
+	if (!fs->ckpt_stop)
+		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
+	return fs->ckpt_stop;
+}
+
 static void *checkpointer(void *arg)
 {
 	struct cow_fs *fs = arg;
 	time_t last = time(NULL);
 	pthread_mutex_lock(&fs->lock);
-	while (!fs->ckpt_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
-		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
-		if (fs->ckpt_stop)
-			break;
+	while (!nap(fs, 1)) {
 		time_t t = time(NULL);
 		bool due = t - last >= (time_t)fs->ckpt_interval ||
 			   log_distance(fs->last_ckpt_end, cow_store_log_end(fs->store)) >= CHECKPOINT_LOG_BYTES;
@@ -263,13 +269,7 @@ static void *reaper(void *arg)
 {
 	struct cow_fs *fs = arg;
 	pthread_mutex_lock(&fs->lock);
-	while (!fs->ckpt_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += fs->reap_interval;
-		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
-		if (fs->ckpt_stop)
-			break;
+	while (!nap(fs, fs->reap_interval)) {
 		int64_t grace = fs->grace;
 		pthread_mutex_unlock(&fs->lock);
 		cow_fs_reap(fs, time(NULL), grace, fs->reap_report, fs->reap_ctx);
@@ -312,20 +312,12 @@ static void *cleaner(void *arg)
 {
 	struct cow_fs *fs = arg;
 	pthread_mutex_lock(&fs->lock);
-	while (!fs->ckpt_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += CLEAN_CHECK_SEC;
-		pthread_cond_timedwait(&fs->ckpt_cond, &fs->lock, &ts);
-		if (fs->ckpt_stop)
-			break;
+	while (!nap(fs, CLEAN_CHECK_SEC)) {
 		struct cow_gc_auto a = fs->autogc;
 		pthread_mutex_unlock(&fs->lock);
 		uint64_t disk;
 		struct statvfs host;
-		uint64_t free_now = statvfs(cow_store_path(fs->store), &host) == 0
-					    ? (uint64_t)host.f_bavail * host.f_frsize
-					    : UINT64_MAX;
+		uint64_t free_now = cow_fs_statfs(fs, &host) == 0 ? (uint64_t)host.f_bavail * host.f_frsize : UINT64_MAX;
 		if (cow_gc_disk(fs->store, &disk) == 0 && cow_gc_auto_due(&a, disk, free_now)) {
 			cow_info("gc: the store grew by %llu MiB since the last collection or the mount "
 				 "(%llu MiB of live data then; %llu MiB free on its filesystem); collecting",
