@@ -251,6 +251,15 @@ overwrite_rounds() {
 	rm -f "$T/round"
 }
 collections() { grep -c "gc: the store grew by" "$1/cowfsd.log"; }
+# await_collection STORE: up to 30 s for an automatic collection of STORE to
+# finish, then show the daemon's gc lines (the checks that follow judge them)
+await_collection() {
+	for _ in $(seq 60); do
+		[ "$(collections "$1")" -ge 1 ] && grep -q "gc: [0-9]* segments rewritten" "$1/cowfsd.log" && break
+		sleep 0.5
+	done
+	grep "gc: " "$1/cowfsd.log" | sed 's/^/    /'
+}
 # auto_store NAME [mount args]: a new store $T/NAME mounted at $T/NAME.mnt
 auto_store() {
 	mkdir -p "$T/$1.mnt"
@@ -259,11 +268,7 @@ auto_store() {
 }
 auto_store auto
 overwrite_rounds "$T/auto.mnt" 6
-for _ in $(seq 60); do
-	[ "$(collections "$T/auto")" -ge 1 ] && grep -q "gc: [0-9]* segments rewritten" "$T/auto/cowfsd.log" && break
-	sleep 0.5
-done
-grep "gc: " "$T/auto/cowfsd.log" | sed 's/^/    /'
+await_collection "$T/auto"
 [ "$(collections "$T/auto")" -ge 1 ] || fail "no automatic gc after 1.5 GiB written over 256 MiB"
 grep -q "gc: [0-9]* segments rewritten" "$T/auto/cowfsd.log" || fail "the automatic gc did not finish"
 store=$T/auto
@@ -295,11 +300,7 @@ store_init "$T/small/store" root >/dev/null || fail "cowfs init on the tmpfs"
 cowfs_mount "$T/small/store" "$T/small.mnt" || fail "mount small"
 _LIB_MOUNTS+=("$T/small") # after the cowfs mount: unmounted after it
 overwrite_rounds "$T/small.mnt" 3
-for _ in $(seq 60); do
-	grep -q "gc: [0-9]* segments rewritten" "$T/small/store/cowfsd.log" && break
-	sleep 0.5
-done
-grep "gc: " "$T/small/store/cowfsd.log" | sed 's/^/    /'
+await_collection "$T/small/store"
 grew=$(sed -n 's/.*gc: the store grew by \([0-9]*\) MiB.*/\1/p' "$T/small/store/cowfsd.log" | head -n 1)
 [ -n "$grew" ] || fail "no automatic gc on a store short of space"
 [ "$grew" -lt 1024 ] || fail "the first automatic gc short of space came only after $grew MiB of growth"
