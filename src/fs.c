@@ -316,13 +316,15 @@ static void *cleaner(void *arg)
 		struct cow_gc_auto a = fs->autogc;
 		pthread_mutex_unlock(&fs->lock);
 		uint64_t disk;
+		bool old;
 		struct statvfs host;
 		uint64_t free_now = cow_fs_statfs(fs, &host) == 0 ? (uint64_t)host.f_bavail * host.f_frsize : UINT64_MAX;
-		if (cow_gc_disk(fs->store, &disk) == 0 && cow_gc_auto_due(&a, disk, free_now)) {
+		if (cow_gc_disk(fs->store, &disk, &old) == 0 && cow_gc_auto_due(&a, disk, free_now, old)) {
 			cow_info("gc: the store grew by %llu MiB since the last collection or the mount "
-				 "(%llu MiB of live data then; %llu MiB free on its filesystem); collecting",
+				 "(%llu MiB of live data then; %llu MiB free on its filesystem%s); collecting",
 				 (unsigned long long)((disk - a.base_disk) >> 20), (unsigned long long)(a.base_live >> 20),
-				 (unsigned long long)(free_now == UINT64_MAX ? 0 : free_now >> 20));
+				 (unsigned long long)(free_now == UINT64_MAX ? 0 : free_now >> 20),
+				 old ? "; old segments to move on" : "");
 			struct cow_gc_opts o = { .no_slack = true, .progress = clean_progress, .ctx = fs };
 			int r = cow_fs_gc(fs, &o, NULL);
 			if (r < 0 && r != -ECANCELED) {
@@ -342,7 +344,8 @@ static void *cleaner(void *arg)
 int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct)
 {
 	uint64_t disk;
-	int r = cow_gc_disk(fs->store, &disk);
+	bool old;
+	int r = cow_gc_disk(fs->store, &disk, &old);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&fs->lock);

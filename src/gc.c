@@ -15,7 +15,7 @@ struct cow_gc {
 	struct cow_gc_opts o;
 	struct timespec t0;
 	struct cow_gc_stats st;
-	uint64_t *seg_live;      /* live record bytes per segment number, after the mark */
+	uint64_t *seg_live;      /* live record bytes per segment slot (COW_LOG_SLOT), after the mark */
 	struct cow_gc_root *roots;
 	size_t nroots;
 	uint64_t *own;           /* per root number, during the tally */
@@ -37,12 +37,12 @@ void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, 
 	*a = (struct cow_gc_auto){ .pct = pct, .min_growth = min_growth, .base_disk = disk_now };
 }
 
-bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now)
+bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now, bool old)
 {
 	if (!a->pct || disk_now <= a->base_disk)
 		return false;
 	uint64_t growth = disk_now - a->base_disk;
-	if (free_now < COW_GC_AUTO_LOW_FREE)
+	if (free_now < COW_GC_AUTO_LOW_FREE || old)
 		return growth >= COW_LOG_SEGMENT_MAX;
 	unsigned __int128 want = (unsigned __int128)a->base_live * a->pct / 100;
 	return growth >= a->min_growth && growth >= want;
@@ -54,7 +54,7 @@ void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st)
 	a->base_live = st->live_bytes;
 }
 
-int cow_gc_disk(struct cow_store *s, uint64_t *ret)
+int cow_gc_disk(struct cow_store *s, uint64_t *ret, bool *ret_old)
 {
 	struct cow_log_segment *v;
 	size_t n;
@@ -62,6 +62,7 @@ int cow_gc_disk(struct cow_store *s, uint64_t *ret)
 	if (r < 0)
 		return r;
 	*ret = disk_of(v, n, NULL);
+	*ret_old = n && v[0].old;
 	free(v);
 	return 0;
 }
@@ -124,7 +125,7 @@ static void tally(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_
 	struct cow_gc *g = ctx;
 	if (!(flags & (COW_MARK_SEEN | COW_MARK_PUT)))
 		return;
-	g->seg_live[COW_LOG_POS_SEG(pos)] += rec_bytes(len);
+	g->seg_live[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))] += rec_bytes(len);
 	if ((flags & COW_MARK_SEEN) && !(flags & COW_MARK_SHARED) && owner >= 1 && owner <= g->nroots)
 		g->own[owner] += len;
 }
@@ -132,7 +133,7 @@ static void tally(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_
 static void tally_restart(void *ctx)
 {
 	struct cow_gc *g = ctx;
-	memset(g->seg_live, 0, COW_LOG_MAX_SEGMENTS * sizeof *g->seg_live);
+	memset(g->seg_live, 0, COW_LOG_WINDOW * sizeof *g->seg_live);
 	memset(g->own, 0, (g->nroots + 1) * sizeof *g->own);
 }
 
@@ -159,7 +160,7 @@ int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n)
 		cow_warn("gc: %llu data blocks reached are missing and %llu damaged; their files read EIO there. "
 			 "Run cowfs fsck to name them", (unsigned long long)ws.missing,
 			 (unsigned long long)ws.damaged);
-	g->seg_live = calloc(COW_LOG_MAX_SEGMENTS, sizeof *g->seg_live);
+	g->seg_live = calloc(COW_LOG_WINDOW, sizeof *g->seg_live);
 	g->own = calloc(n + 1, sizeof *g->own);
 	if (!g->seg_live || !g->own)
 		return -ENOMEM;
@@ -178,7 +179,7 @@ int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n)
 	if ((r = cow_store_segments(g->s, &v, &nv)) < 0)
 		return r;
 	for (size_t i = 0; i < nv; i++) {
-		uint64_t live = g->seg_live[v[i].seg];
+		uint64_t live = g->seg_live[COW_LOG_SLOT(v[i].seg)];
 		g->st.log_bytes += v[i].used;
 		g->st.live_bytes += live;
 		if (i + 1 < nv && v[i].disk > live)
@@ -226,12 +227,14 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].seg >= stop)
 			break;
-		uint64_t live = g->seg_live[v[i].seg];
+		uint64_t live = g->seg_live[COW_LOG_SLOT(v[i].seg)];
 		uint64_t size = COW_MAX(v[i].disk, (uint64_t)v[i].used);
 		/* A segment filled less than a quarter is what an earlier run
 		 * left at the head when it rolled: its live data join the head,
-		 * so that such segments do not pile up. */
-		if (live == 0 || live * 100 < size * g->o.threshold || v[i].used < COW_LOG_SEGMENT_MAX / 4) {
+		 * so that such segments do not pile up.  An old one, however
+		 * live, moves so that the log can roll on (log.h). */
+		if (live == 0 || live * 100 < size * g->o.threshold || v[i].used < COW_LOG_SEGMENT_MAX / 4 ||
+		    v[i].old) {
 			todo[ntodo++] = v[i].seg;
 		} else {
 			kept[nkept++] = (struct cand){ v[i].seg, live, size };

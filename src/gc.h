@@ -100,7 +100,9 @@ struct cow_gc_stats {
  * store that only grows (a load) is marked a logarithmic number of times.
  * And, while the filesystem under the store has less than
  * COW_GC_AUTO_LOW_FREE bytes free, as soon as they have grown by a
- * segment: before the disk is full, while GC still has room to copy. */
+ * segment: before the disk is full, while GC still has room to copy.  The
+ * same while the oldest segment is old (log.h): before the log's window is
+ * full and writes fail with ENOSPC. */
 #define COW_GC_AUTO_PCT_DEFAULT 100
 #define COW_GC_AUTO_MIN_GROWTH (1ull << 30)
 #define COW_GC_AUTO_LOW_FREE (2ull << 30)
@@ -111,12 +113,14 @@ struct cow_gc_auto {
 	uint64_t base_live;      /* live data the last run found (0: none yet) */
 };
 void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, uint64_t disk_now);
-/* DISK_NOW: the segment files' bytes; FREE_NOW: bytes free for them. */
-bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now);
+/* DISK_NOW: the segment files' bytes; FREE_NOW: bytes free for them; OLD:
+ * the oldest segment is old. */
+bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now, bool old);
 /* A run ended with ST (any run: a manual one counts too). */
 void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st);
-/* The bytes the segment files take on disk now. */
-int cow_gc_disk(struct cow_store *s, uint64_t *ret);
+/* The bytes the segment files take on disk now, and whether the oldest
+ * segment is old. */
+int cow_gc_disk(struct cow_store *s, uint64_t *ret, bool *ret_old);
 
 int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow_gc **ret);
 int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n);

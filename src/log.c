@@ -42,18 +42,57 @@ struct cow_log {
 	/* page cache of cur_seg: writeback started below wb_off, dropped below
 	 * drop_off (protected by lock; see cache_behind()) */
 	uint32_t wb_off, drop_off;
-	uint32_t ends[COW_LOG_MAX_SEGMENTS]; /* end of each full segment (protected by lock) */
-	uint8_t dropped[COW_LOG_MAX_SEGMENTS / 8]; /* the dropped set (protected by lock) */
-	/* Written once per segment before any position in it is handed out, and
-	 * set to -1 when GC drops the segment, under seg_lock held for writing;
-	 * readers of a segment's file hold seg_lock for reading. */
+	/* The dropped set: ascending, disjoint, non-adjacent ranges (protected
+	 * by lock).  Every number below first_seg is in it. */
+	struct drop_range *dropped;
+	size_t ndropped;
+	/* Per-segment state lives in slot seg & (window - 1): the segments
+	 * present span fewer than window numbers (roll_segment refuses to
+	 * break that), so no two share a slot.  window is COW_LOG_WINDOW, or
+	 * smaller for tests (COWFS_TEST_LOG_WINDOW). */
+	uint32_t window;
+	bool reserve_open;         /* cow_log_set_reserve (protected by lock) */
+	bool window_warned;        /* the -ENOSPC of a full window was logged (protected by lock) */
+	uint32_t ends[COW_LOG_WINDOW]; /* end of each full segment (protected by lock) */
+	/* fds[] and segs[] are written once per segment before any position in
+	 * it is handed out; fds[] is set to -1 when GC drops the segment, under
+	 * seg_lock held for writing.  Readers of a segment's file hold seg_lock
+	 * for reading and use seg_fd(). */
 	pthread_rwlock_t seg_lock;
-	int fds[COW_LOG_MAX_SEGMENTS];
+	int fds[COW_LOG_WINDOW];
+	uint32_t segs[COW_LOG_WINDOW]; /* the segment whose file fds[] holds */
 };
+
+struct drop_range {
+	uint32_t first, last; /* inclusive */
+};
+
+static uint32_t slot(const struct cow_log *log, uint32_t seg) { return seg & (log->window - 1); }
+
+/* The file of segment SEG, or -1 if it is not open (dropped, or never
+ * was).  A roll fills a slot without seg_lock (it may be taken by a scan
+ * that appends): it stores segs[] before fds[], so a file seen here comes
+ * with its own number. */
+static int seg_fd(const struct cow_log *log, uint32_t seg)
+{
+	uint32_t i = slot(log, seg);
+	int fd = __atomic_load_n(&log->fds[i], __ATOMIC_ACQUIRE);
+	return __atomic_load_n(&log->segs[i], __ATOMIC_RELAXED) == seg ? fd : -1;
+}
 
 static bool is_dropped(const struct cow_log *log, uint32_t seg)
 {
-	return seg < COW_LOG_MAX_SEGMENTS && (log->dropped[seg / 8] >> (seg % 8) & 1);
+	size_t lo = 0, hi = log->ndropped;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (seg < log->dropped[mid].first)
+			hi = mid;
+		else if (seg > log->dropped[mid].last)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
 }
 
 static uint32_t pad8(uint32_t n) { return (n + 7) & ~7u; }
@@ -127,7 +166,7 @@ static void cache_apply(struct cow_log *log, const struct cache_op *op, int n)
 {
 	pthread_rwlock_rdlock(&log->seg_lock);
 	for (int i = 0; i < n; i++) {
-		int fd = log->fds[op[i].seg];
+		int fd = seg_fd(log, op[i].seg);
 		if (fd < 0 || op[i].to <= op[i].from)
 			continue;
 		if (op[i].writeback)
@@ -250,13 +289,36 @@ static int segment_create(const char *dir, uint32_t seg, int *ret_fd)
 	return r;
 }
 
+/* Tests reach what takes a store's lifetime: COWFS_TEST_LOG_FIRST=N starts
+ * a new log at segment N (1..N-1 dropped), COWFS_TEST_LOG_WINDOW=W (a power
+ * of two, 4 to COW_LOG_WINDOW) lets a log span only W segments. */
+static uint32_t test_env(const char *name, uint32_t dflt, uint32_t min, uint32_t max)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long long n = v ? strtoull(v, &end, 0) : 0;
+	return v && *v && !*end && n >= min && n <= max ? (uint32_t)n : dflt;
+}
+
+static uint32_t test_window(void)
+{
+	uint32_t w = test_env("COWFS_TEST_LOG_WINDOW", COW_LOG_WINDOW, 4, COW_LOG_WINDOW);
+	return (w & (w - 1)) ? COW_LOG_WINDOW : w;
+}
+
+static int dropped_store(const char *dir, const struct drop_range *v, size_t n);
+
 int cow_log_create(const char *dir)
 {
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	int fd;
-	int r = segment_create(dir, 1, &fd);
-	if (r == 0)
+	uint32_t first = test_env("COWFS_TEST_LOG_FIRST", 1, 1, UINT32_MAX - 1);
+	int r = 0, fd;
+	if (first > 1) {
+		struct drop_range all_before = { 1, first - 1 };
+		r = dropped_store(dir, &all_before, 1);
+	}
+	if (r == 0 && (r = segment_create(dir, first, &fd)) == 0)
 		close(fd);
 	return r;
 }
@@ -411,9 +473,10 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, uint6
 	char path[4096];
 	seg_path(log->dir, seg, path, sizeof path);
 	struct stat st;
-	if (fstat(log->fds[seg], &st) < 0)
+	int fd = seg_fd(log, seg);
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	struct reader rd = { .fd = log->fds[seg], .size = COW_MIN((uint64_t)st.st_size, limit) };
+	struct reader rd = { .fd = fd, .size = COW_MIN((uint64_t)st.st_size, limit) };
 	int r = 0, err;
 	uint64_t off = COW_MAX(start, (uint64_t)COW_LOG_SEG_HDR);
 	for (;;) {
@@ -486,9 +549,9 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, uint6
 				if (!q || !cow_buf_is_zero(q, n))
 					dirty_end = o + n;
 			}
-			r = zero_range(log->fds[seg], off, dirty_end);
+			r = zero_range(fd, off, dirty_end);
 			if (r == 0)
-				r = cow_io_fdatasync(log->fds[seg]);
+				r = cow_io_fdatasync(fd);
 		}
 		break;
 	}
@@ -500,11 +563,14 @@ static int scan_segment(struct cow_log *log, uint32_t seg, uint64_t start, uint6
 /* ---- the dropped set: DIR/dropped -------------------------------------
  * magic "COWFSDRP", version u32, count u32, count ranges (first u32, last
  * u32, inclusive, ascending, disjoint), CRC32C u32 over everything before it.
- * Absent: nothing was ever dropped. */
+ * Absent: nothing was ever dropped.  Numbers not dropped below the last
+ * segment are present, fewer than COW_LOG_WINDOW of them, so there are at
+ * most COW_LOG_WINDOW + 1 ranges. */
 static const char drop_magic[8] = { 'C', 'O', 'W', 'F', 'S', 'D', 'R', 'P' };
 #define DROP_VERSION 1
 #define DROP_NAME "dropped"
 #define DROP_TMP "dropped.tmp"
+#define DROP_MAX_RANGES (COW_LOG_WINDOW + 1)
 
 static int dropped_read(struct cow_log *log)
 {
@@ -512,7 +578,7 @@ static int dropped_read(struct cow_log *log)
 	snprintf(path, sizeof path, "%s/" DROP_NAME, log->dir);
 	char *buf;
 	size_t len;
-	int r = cow_read_file(path, (size_t)16 + 8 * COW_LOG_MAX_SEGMENTS + 4, &buf, &len);
+	int r = cow_read_file(path, (size_t)16 + 8 * DROP_MAX_RANGES + 4, &buf, &len);
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0) {
@@ -536,56 +602,54 @@ static int dropped_read(struct cow_log *log)
 		cow_err("%s: length does not match its count of ranges", path);
 		goto out;
 	}
-	uint32_t prev = 0;
+	struct drop_range *v = malloc((n ? n : 1) * sizeof *v);
+	if (!v) {
+		r = -ENOMEM;
+		goto out;
+	}
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t first = cow_get_le32(b + 16 + 8 * i), last = cow_get_le32(b + 20 + 8 * i);
-		if (first <= prev || last < first || last >= COW_LOG_MAX_SEGMENTS) {
-			cow_err("%s: range %u..%u is out of order or out of range", path, first, last);
+		v[i] = (struct drop_range){ cow_get_le32(b + 16 + 8 * i), cow_get_le32(b + 20 + 8 * i) };
+		/* segment 0 never exists; ranges ascend with a gap between them */
+		if (v[i].first == 0 || v[i].last < v[i].first || (i && v[i].first <= (uint64_t)v[i - 1].last + 1)) {
+			cow_err("%s: range %u..%u is out of order or out of range", path, v[i].first, v[i].last);
+			free(v);
 			goto out;
 		}
-		for (uint32_t k = first; k <= last; k++)
-			log->dropped[k / 8] |= 1 << (k % 8);
-		prev = last;
 	}
+	log->dropped = v;
+	log->ndropped = n;
 	r = 0;
 out:
 	free(buf);
 	return r;
 }
 
-/* Write the dropped set with SEGS added: temp file, sync, rename, sync the
- * directory.  Called with lock held; the in-memory set changes only once the
- * file is durable. */
-static int dropped_write(struct cow_log *log, const uint32_t *segs, size_t nsegs)
+static int cmp_range(const void *a, const void *b)
 {
-	uint8_t set[sizeof log->dropped];
-	memcpy(set, log->dropped, sizeof set);
-	for (size_t i = 0; i < nsegs; i++)
-		set[segs[i] / 8] |= 1 << (segs[i] % 8);
-	uint8_t *buf = malloc((size_t)16 + 8 * (COW_LOG_MAX_SEGMENTS / 2 + 1) + 4);
+	const struct drop_range *x = a, *y = b;
+	return x->first < y->first ? -1 : x->first > y->first;
+}
+
+/* Write RANGES (N of them) as DIR/dropped: temp file, sync, rename, sync
+ * the directory. */
+static int dropped_store(const char *dir, const struct drop_range *v, size_t n)
+{
+	size_t len = 16 + 8 * n;
+	uint8_t *buf = malloc(len + 4);
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, drop_magic, 8);
 	cow_put_le32(buf + 8, DROP_VERSION);
-	uint32_t n = 0;
-	for (uint32_t k = 1; k < COW_LOG_MAX_SEGMENTS; k++) {
-		if (!(set[k / 8] >> (k % 8) & 1))
-			continue;
-		uint32_t last = k;
-		while (last + 1 < COW_LOG_MAX_SEGMENTS && (set[(last + 1) / 8] >> ((last + 1) % 8) & 1))
-			last++;
-		cow_put_le32(buf + 16 + 8 * n, k);
-		cow_put_le32(buf + 20 + 8 * n, last);
-		n++;
-		k = last;
+	cow_put_le32(buf + 12, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		cow_put_le32(buf + 16 + 8 * i, v[i].first);
+		cow_put_le32(buf + 20 + 8 * i, v[i].last);
 	}
-	cow_put_le32(buf + 12, n);
-	size_t len = 16 + 8 * (size_t)n;
 	cow_put_le32(buf + len, cow_crc32c(0, buf, len));
 	len += 4;
 	char tmp[4096], dst[4096];
-	snprintf(tmp, sizeof tmp, "%s/" DROP_TMP, log->dir);
-	snprintf(dst, sizeof dst, "%s/" DROP_NAME, log->dir);
+	snprintf(tmp, sizeof tmp, "%s/" DROP_TMP, dir);
+	snprintf(dst, sizeof dst, "%s/" DROP_NAME, dir);
 	int r = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
@@ -597,14 +661,48 @@ static int dropped_write(struct cow_log *log, const uint32_t *segs, size_t nsegs
 		if (r == 0 && rename(tmp, dst) < 0)
 			r = -errno;
 		if (r == 0)
-			r = cow_fsync_path(log->dir);
+			r = cow_fsync_path(dir);
 		if (r < 0)
 			unlink(tmp);
 	}
 	free(buf);
-	if (r == 0)
-		memcpy(log->dropped, set, sizeof set);
 	return r;
+}
+
+/* Write the dropped set with SEGS added.  Called with lock held; the
+ * in-memory set changes only once the file is durable. */
+static int dropped_write(struct cow_log *log, const uint32_t *segs, size_t nsegs)
+{
+	struct drop_range *v = malloc((log->ndropped + nsegs) * sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	memcpy(v, log->dropped, log->ndropped * sizeof *v);
+	size_t n = log->ndropped;
+	for (size_t i = 0; i < nsegs; i++)
+		v[n++] = (struct drop_range){ segs[i], segs[i] };
+	qsort(v, n, sizeof *v, cmp_range);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m && v[i].first <= (uint64_t)v[m - 1].last + 1)
+			v[m - 1].last = COW_MAX(v[m - 1].last, v[i].last);
+		else
+			v[m++] = v[i];
+	}
+	int r = dropped_store(log->dir, v, m);
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	free(log->dropped);
+	log->dropped = v;
+	log->ndropped = m;
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 /* Find the segments: *ret_first..*ret_last, each present unless GC dropped
@@ -617,12 +715,9 @@ static int list_segments(struct cow_log *log, uint32_t *ret_first, uint32_t *ret
 	DIR *d = opendir(dir);
 	if (!d)
 		return -errno;
-	uint8_t *present = calloc(COW_LOG_MAX_SEGMENTS / 8, 1);
-	if (!present) {
-		closedir(d);
-		return -ENOMEM;
-	}
-	uint32_t last = 0, count = 0, finished = 0;
+	uint32_t *present = NULL;
+	size_t np = 0, cap = 0;
+	uint32_t finished = 0;
 	int r = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
@@ -631,14 +726,14 @@ static int list_segments(struct cow_log *log, uint32_t *ret_first, uint32_t *ret
 		if (sscanf(de->d_name, "%16llx.%7s", &n, tail) != 2 || strcmp(tail, "seg") != 0 ||
 		    strlen(de->d_name) != 20)
 			continue;
-		if (n == 0 || n >= COW_LOG_MAX_SEGMENTS) {
+		if (n == 0 || n > UINT32_MAX) {
 			cow_err("%s/%s: segment number out of range", dir, de->d_name);
 			r = -EBADMSG;
 			goto out;
 		}
 		if (is_dropped(log, (uint32_t)n)) {
 			char path[4096];
-			seg_path(dir, (uint32_t)n, path, sizeof path);
+			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
 			if (unlink(path) < 0 && errno != ENOENT) {
 				r = -errno;
 				goto out;
@@ -647,37 +742,69 @@ static int list_segments(struct cow_log *log, uint32_t *ret_first, uint32_t *ret
 			finished++;
 			continue;
 		}
-		present[n / 8] |= 1 << (n % 8);
-		if (n > last)
-			last = n;
-		count++;
+		if (np == cap) {
+			cap = cap ? 2 * cap : 64;
+			uint32_t *p = realloc(present, cap * sizeof *p);
+			if (!p) {
+				r = -ENOMEM;
+				goto out;
+			}
+			present = p;
+		}
+		present[np++] = (uint32_t)n;
 	}
 	if (finished && (r = cow_fsync_path(dir)) < 0)
 		goto out;
-	if (!count) {
+	if (!np) {
 		cow_err("%s: no segment files: this is not a cowfs store, or its segments were removed", dir);
 		r = -EBADMSG;
 		goto out;
 	}
-	uint32_t first = 0, missing = 0, first_missing = 0;
-	for (uint32_t k = 1; k <= last; k++) {
-		if (present[k / 8] >> (k % 8) & 1) {
-			if (!first)
-				first = k;
-		} else if (!is_dropped(log, k)) {
-			if (!missing++)
-				first_missing = k;
-		}
-	}
-	for (uint32_t k = last; k < COW_LOG_MAX_SEGMENTS; k++)
-		if (is_dropped(log, k)) {
-			cow_err("%s: segment %u is in the dropped set but the log ends at segment %u", dir, k, last);
+	qsort(present, np, sizeof *present, cmp_u32);
+	uint32_t first = present[0], last = present[np - 1];
+	for (size_t i = 1; i < np; i++)
+		if (present[i] == present[i - 1]) {
+			cow_err("%s: two files name segment %u", dir, present[i]);
 			r = -EBADMSG;
 			goto out;
 		}
+	if (last - first >= log->window) {
+		cow_err("%s: segments %u to %u span more than the %u a log may hold", dir, first, last, log->window);
+		r = -EBADMSG;
+		goto out;
+	}
+	if (log->ndropped && log->dropped[log->ndropped - 1].last >= last) {
+		cow_err("%s: segment %u is in the dropped set but the log ends at segment %u", dir,
+			log->dropped[log->ndropped - 1].last, last);
+		r = -EBADMSG;
+		goto out;
+	}
+	/* Every number from 1 to last is present or dropped: walk both in order. */
+	uint64_t missing = 0;
+	uint32_t first_missing = 0;
+	size_t i = 0, k = 0;
+	for (uint64_t s = 1; s <= last;) {
+		if (k < log->ndropped && s >= log->dropped[k].first) {
+			s = (uint64_t)log->dropped[k++].last + 1;
+		} else if (i < np && s == present[i]) {
+			s++;
+			i++;
+		} else {
+			/* up to whichever comes next */
+			uint64_t next = last + 1ull;
+			if (k < log->ndropped)
+				next = COW_MIN(next, (uint64_t)log->dropped[k].first);
+			if (i < np)
+				next = COW_MIN(next, (uint64_t)present[i]);
+			if (!missing)
+				first_missing = (uint32_t)s;
+			missing += next - s;
+			s = next;
+		}
+	}
 	if (missing) {
-		cow_err("%s: segments 1..%u expected (less those GC dropped), but %u of them are missing, "
-			"the first is %u", dir, last, missing, first_missing);
+		cow_err("%s: segments 1..%u expected (less those GC dropped), but %llu of them are missing, "
+			"the first is %u", dir, last, (unsigned long long)missing, first_missing);
 		r = -EBADMSG;
 		goto out;
 	}
@@ -721,8 +848,9 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 	struct cow_log *log = calloc(1, sizeof *log);
 	if (!log)
 		return -ENOMEM;
-	for (int i = 0; i < COW_LOG_MAX_SEGMENTS; i++)
+	for (uint32_t i = 0; i < COW_LOG_WINDOW; i++)
 		log->fds[i] = -1;
+	log->window = test_window();
 	pthread_mutex_init(&log->lock, NULL);
 	pthread_cond_init(&log->synced_cond, NULL);
 	pthread_cond_init(&log->prep_cond, NULL);
@@ -747,14 +875,16 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 			continue;
 		char path[4096];
 		seg_path(dir, s, path, sizeof path);
-		log->fds[s] = open(path, O_RDWR | O_CLOEXEC);
-		if (log->fds[s] < 0) {
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0) {
 			r = -errno;
 			cow_err("%s: %s", path, strerror(errno));
 			goto fail;
 		}
+		log->fds[slot(log, s)] = fd;
+		log->segs[slot(log, s)] = s;
 		uint8_t h[COW_LOG_SEG_HDR];
-		ssize_t n = cow_io_pread_all(log->fds[s], h, sizeof h, 0);
+		ssize_t n = cow_io_pread_all(fd, h, sizeof h, 0);
 		if (n != sizeof h) {
 			cow_err("%s: too short to be a segment", path);
 			r = n < 0 ? (int)n : -EBADMSG;
@@ -773,7 +903,7 @@ int cow_log_open(const char *dir, cow_log_record_fn fn, void *ctx, struct cow_lo
 			goto fail;
 		log->stats.bytes += end;
 		log->stats.segments++;
-		log->ends[s] = (uint32_t)end;
+		log->ends[slot(log, s)] = (uint32_t)end;
 		if (s == last)
 			log->cur_off = (uint32_t)end;
 	}
@@ -818,9 +948,10 @@ void cow_log_close(struct cow_log *log)
 	}
 	if (log->cur_seg)
 		cow_log_sync(log);
-	for (uint32_t s = log->first_seg; s && s <= log->cur_seg; s++)
-		if (log->fds[s] >= 0)
-			close(log->fds[s]);
+	for (uint32_t i = 0; i < COW_LOG_WINDOW; i++)
+		if (log->fds[i] >= 0)
+			close(log->fds[i]);
+	free(log->dropped);
 	free(log->dir);
 	pthread_rwlock_destroy(&log->seg_lock);
 	free(log);
@@ -830,9 +961,19 @@ void cow_log_close(struct cow_log *log)
  * the sealed segment's cache, to drop once the lock is released. */
 static int roll_segment(struct cow_log *log, struct cache_op *drop)
 {
-	if (log->cur_seg + 1 >= COW_LOG_MAX_SEGMENTS)
+	uint32_t next = log->cur_seg + 1;
+	uint32_t span = log->reserve_open ? log->window : log->window - log->window / 8;
+	if (next == 0 || next - log->first_seg >= span) {
+		/* Not sticky: GC relocating the oldest segment's data ends it. */
+		if (!log->window_warned)
+			cow_err("the log cannot start segment %u while segment %u is still in use (a log spans at "
+				"most %u segments): writes fail with ENOSPC until GC moves it on (cowfs gc)",
+				next, log->first_seg, span);
+		log->window_warned = true;
 		return -ENOSPC;
-	int r = cow_io_fdatasync(log->fds[log->cur_seg]);
+	}
+	log->window_warned = false;
+	int r = cow_io_fdatasync(log->fds[slot(log, log->cur_seg)]);
 	if (r < 0) {
 		log->failed = -EIO;
 		cow_err("fdatasync of segment %u failed: %s; the store is now read-only", log->cur_seg, strerror(-r));
@@ -854,8 +995,10 @@ static int roll_segment(struct cow_log *log, struct cache_op *drop)
 	/* synced whole above: none of it need stay, prepared zeros past the end included */
 	*drop = (struct cache_op){ log->cur_seg, log->drop_off, COW_LOG_SEGMENT_MAX, false };
 	log->wb_off = log->drop_off = 0;
-	log->ends[log->cur_seg] = log->cur_off;
-	log->fds[log->cur_seg + 1] = fd;
+	log->ends[slot(log, log->cur_seg)] = log->cur_off;
+	/* The slot's last segment was dropped (fds[] is -1); see seg_fd(). */
+	__atomic_store_n(&log->segs[slot(log, next)], next, __ATOMIC_RELAXED);
+	__atomic_store_n(&log->fds[slot(log, next)], fd, __ATOMIC_RELEASE);
 	log->synced = COW_LOG_POS(log->cur_seg + 1, COW_LOG_SEG_HDR);
 	log->cur_seg++;
 	log->cur_off = COW_LOG_SEG_HDR;
@@ -924,7 +1067,7 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 			bytes += total[j];
 			j++;
 		}
-		ssize_t w = cow_io_pwritev_all(log->fds[log->cur_seg], v, nv, log->cur_off);
+		ssize_t w = cow_io_pwritev_all(log->fds[slot(log, log->cur_seg)], v, nv, log->cur_off);
 		if (w < 0) {
 			/* Nothing advanced: the next append overwrites whatever part
 			 * landed, and recovery would clear it as a torn tail. */
@@ -964,10 +1107,10 @@ int cow_log_append(struct cow_log *log, unsigned type, const struct iovec *iov, 
 int cow_log_read(struct cow_log *log, uint64_t pos, uint32_t off, void *buf, uint32_t len)
 {
 	uint32_t seg = COW_LOG_POS_SEG(pos);
-	if (seg == 0 || seg >= COW_LOG_MAX_SEGMENTS)
+	if (seg == 0)
 		return -EIO;
 	pthread_rwlock_rdlock(&log->seg_lock);
-	int fd = log->fds[seg];
+	int fd = seg_fd(log, seg);
 	ssize_t n = fd < 0 ? -ESTALE
 			   : cow_io_pread_all(fd, buf, len, (off_t)COW_LOG_POS_OFF(pos) + COW_LOG_REC_HDR + off);
 	pthread_rwlock_unlock(&log->seg_lock);
@@ -989,7 +1132,7 @@ int cow_log_scan(struct cow_log *log, uint64_t from, cow_log_record_fn fn, void 
 		uint64_t end;
 		pthread_rwlock_rdlock(&log->seg_lock);
 		/* a segment GC dropped held nothing anybody replays any more */
-		int r = log->fds[s] < 0 ? 0
+		int r = seg_fd(log, s) < 0 ? 0
 			: scan_segment(log, s, s == COW_LOG_POS_SEG(from) ? COW_LOG_POS_OFF(from) : 0,
 				       s == last ? last_end : UINT64_MAX, s == last, false, fn, ctx, &end);
 		pthread_rwlock_unlock(&log->seg_lock);
@@ -1066,7 +1209,7 @@ static void lead_or_wait(struct cow_log *log, uint64_t target, bool wait)
 		}
 		log->syncing = true;
 		uint64_t pos = COW_LOG_POS(log->cur_seg, log->cur_off);
-		int fd = log->fds[log->cur_seg];
+		int fd = log->fds[slot(log, log->cur_seg)];
 		log->stats.syncs++;
 		pthread_mutex_unlock(&log->lock);
 		cache_apply(log, ops, nops);
@@ -1155,6 +1298,13 @@ int cow_log_roll(struct cow_log *log)
 	return r;
 }
 
+void cow_log_set_reserve(struct cow_log *log, bool open)
+{
+	pthread_mutex_lock(&log->lock);
+	log->reserve_open = open;
+	pthread_mutex_unlock(&log->lock);
+}
+
 int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *ret_n)
 {
 	pthread_mutex_lock(&log->lock);
@@ -1164,14 +1314,17 @@ int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *
 	if (v)
 		for (uint32_t s = first; s <= last; s++)
 			if (!is_dropped(log, s))
-				v[n++] = (struct cow_log_segment){ .seg = s, .used = s == last ? cur_off : log->ends[s] };
+				v[n++] = (struct cow_log_segment){ .seg = s,
+								   .used = s == last ? cur_off : log->ends[slot(log, s)],
+								   .old = last - s >= log->window / 2 };
 	pthread_mutex_unlock(&log->lock);
 	if (!v)
 		return -ENOMEM;
 	pthread_rwlock_rdlock(&log->seg_lock);
 	for (size_t i = 0; i < n; i++) {
 		struct stat st;
-		if (log->fds[v[i].seg] >= 0 && fstat(log->fds[v[i].seg], &st) == 0)
+		int fd = seg_fd(log, v[i].seg);
+		if (fd >= 0 && fstat(fd, &st) == 0)
 			v[i].disk = (uint64_t)st.st_blocks * 512;
 	}
 	pthread_rwlock_unlock(&log->seg_lock);
@@ -1184,13 +1337,13 @@ int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn
 {
 	pthread_mutex_lock(&log->lock);
 	bool ok = seg >= log->first_seg && seg < log->cur_seg && !is_dropped(log, seg);
-	uint32_t end = ok ? log->ends[seg] : 0;
+	uint32_t end = ok ? log->ends[slot(log, seg)] : 0;
 	pthread_mutex_unlock(&log->lock);
 	if (!ok)
 		return -EINVAL;
 	pthread_rwlock_rdlock(&log->seg_lock);
 	uint64_t got;
-	int r = log->fds[seg] < 0 ? -ESTALE : scan_segment(log, seg, 0, end, false, false, fn, ctx, &got);
+	int r = seg_fd(log, seg) < 0 ? -ESTALE : scan_segment(log, seg, 0, end, false, false, fn, ctx, &got);
 	pthread_rwlock_unlock(&log->seg_lock);
 	return r;
 }
@@ -1211,11 +1364,9 @@ int cow_log_drop(struct cow_log *log, const uint32_t *segs, size_t n)
 	uint64_t bytes = 0;
 	if (r == 0) {
 		for (size_t i = 0; i < n; i++)
-			bytes += log->ends[segs[i]];
+			bytes += log->ends[slot(log, segs[i])];
 		log->stats.bytes -= bytes;
 		log->stats.segments -= (uint32_t)n;
-		while (log->first_seg < log->cur_seg && is_dropped(log, log->first_seg))
-			log->first_seg++;
 	}
 	pthread_mutex_unlock(&log->lock);
 	if (r < 0)
@@ -1223,10 +1374,15 @@ int cow_log_drop(struct cow_log *log, const uint32_t *segs, size_t n)
 	/* Reads in flight on these files finish first; later ones get -ESTALE. */
 	pthread_rwlock_wrlock(&log->seg_lock);
 	for (size_t i = 0; i < n; i++) {
-		close(log->fds[segs[i]]);
-		log->fds[segs[i]] = -1;
+		close(log->fds[slot(log, segs[i])]);
+		log->fds[slot(log, segs[i])] = -1;
 	}
 	pthread_rwlock_unlock(&log->seg_lock);
+	/* Only now may a roll reuse their slots (roll_segment counts from first_seg). */
+	pthread_mutex_lock(&log->lock);
+	while (log->first_seg < log->cur_seg && is_dropped(log, log->first_seg))
+		log->first_seg++;
+	pthread_mutex_unlock(&log->lock);
 	for (size_t i = 0; i < n; i++) {
 		char path[4096];
 		seg_path(log->dir, segs[i], path, sizeof path);

@@ -16,6 +16,16 @@
  * checksummed file rewritten durably before any of them is unlinked, so that
  * open tells a segment GC dropped from one lost by accident (still -EBADMSG).
  *
+ * Segment numbers are 32-bit and never reused: a log rolls 2^32 segments
+ * (256 PiB) in its life.  The segments present span fewer than
+ * COW_LOG_WINDOW numbers, so per-segment state fits in arrays of that many
+ * slots, indexed by COW_LOG_SLOT(seg).  A roll fails with -ENOSPC (not
+ * sticky) where it would make the log span more than 7/8 of the window,
+ * the last eighth being kept for GC (cow_log_set_reserve), which needs to
+ * append to move the oldest segment on; and nothing may span the whole
+ * window.  GC keeps it from coming to that by relocating every segment in
+ * the older half of the window (cow_log_segment.old).
+ *
  * Calling sequence:
  *   cow_log_create(dir)                   once, makes segment 1
  *   cow_log_open(dir, fn, ctx, &log)      checks every record's CRC, calls fn
@@ -44,7 +54,8 @@
 
 #define COW_LOG_VERSION 1
 #define COW_LOG_SEGMENT_MAX (64u << 20)
-#define COW_LOG_MAX_SEGMENTS 65536
+#define COW_LOG_WINDOW 65536u
+#define COW_LOG_SLOT(seg) ((uint32_t)(seg) & (COW_LOG_WINDOW - 1))
 #define COW_LOG_REC_HDR 16
 #define COW_LOG_SEG_HDR 32
 /* A record always fits in a fresh segment, so none is written past the preallocated end. */
@@ -111,6 +122,7 @@ struct cow_log_segment {
 	uint32_t seg;
 	uint32_t used;      /* end of its last record (the current segment: so far) */
 	uint64_t disk;      /* bytes allocated on disk (st_blocks * 512) */
+	bool old;           /* half a window or more behind the head: GC must relocate it */
 };
 /* The segments present, in order; the last is the one appended to.  Free *ret. */
 int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *ret_n);
@@ -118,6 +130,8 @@ int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *
  * one.  A damaged object record whose frame is intact comes with
  * COW_REC_DAMAGED, as at open. */
 int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn, void *ctx);
+/* While OPEN (a GC pass), appends may roll into the window's reserve. */
+void cow_log_set_reserve(struct cow_log *log, bool open);
 /* Remove segments below the current one for good: they are added to the
  * dropped set durably first, then closed (after reads in flight) and
  * unlinked.  The caller made sure nothing in them is needed any more. */

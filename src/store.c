@@ -39,7 +39,7 @@ struct cow_store {
 	struct cow_store_stats st;
 	bool pass;       /* a mark pass is under way (cow_store_mark_begin..end) */
 	bool marking;    /* and its marks are cleared: puts mark what they store or find */
-	uint32_t *seg_objects; /* indexed objects per segment number: a segment
+	uint32_t *seg_objects; /* indexed objects per segment slot (COW_LOG_SLOT): a segment
 				* is dropped only when none is left */
 };
 
@@ -89,8 +89,8 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	struct index_entry *e = s->cap ? index_find(s, h) : NULL;
 	if (e) {
 		if (damaged(e) && !bad) {
-			s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
-			s->seg_objects[COW_LOG_POS_SEG(pos)]++;
+			s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
+			s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))]++;
 			e->pos = pos;
 			s->st.object_bytes += (int64_t)len - e->len;
 			e->len = len;
@@ -110,7 +110,7 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	s->slots[i] = (struct index_entry){ .key = *h, .pos = pos, .len = len,
 					    .flags = (bad ? COW_MARK_DAMAGED : 0) | mark };
 	s->used++;
-	s->seg_objects[COW_LOG_POS_SEG(pos)]++;
+	s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))]++;
 	s->st.objects++;
 	s->st.object_bytes += len;
 	return 0;
@@ -123,7 +123,7 @@ static void index_remove(struct cow_store *s, struct index_entry *e)
 	s->st.objects--;
 	s->st.object_bytes -= e->len;
 	s->used--;
-	s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
+	s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
 	for (size_t j = (i + 1) & mask; s->slots[j].pos; j = (j + 1) & mask) {
 		size_t home = slot_of(&s->slots[j].key, s->cap);
 		/* slot j may fill the hole at i unless its home lies in (i, j] */
@@ -283,7 +283,7 @@ int cow_store_open(const char *path, struct cow_store **ret)
 	r = s->path ? take_lock(path, &s->lock_fd) : -ENOMEM;
 	if (r < 0)
 		goto fail;
-	if (!(s->seg_objects = calloc(COW_LOG_MAX_SEGMENTS, sizeof *s->seg_objects))) {
+	if (!(s->seg_objects = calloc(COW_LOG_WINDOW, sizeof *s->seg_objects))) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -612,6 +612,10 @@ int cow_store_mark_begin(struct cow_store *s)
 			pthread_rwlock_wrlock(&s->index_lock);
 		}
 		s->marking = true;
+		/* GC must be able to move the oldest segments on when ordinary
+		 * appends have filled the log's window (log.h).  (The log's lock
+		 * nests inside index_lock; the log never calls out holding it.) */
+		cow_log_set_reserve(s->log, true);
 	}
 	pthread_rwlock_unlock(&s->index_lock);
 	return r;
@@ -620,6 +624,8 @@ int cow_store_mark_begin(struct cow_store *s)
 void cow_store_mark_end(struct cow_store *s)
 {
 	pthread_rwlock_wrlock(&s->index_lock);
+	if (s->pass)
+		cow_log_set_reserve(s->log, false);
 	s->marking = s->pass = false;
 	pthread_rwlock_unlock(&s->index_lock);
 }
@@ -759,8 +765,8 @@ static int reloc_flush(struct reloc *rl)
 				continue;
 			struct index_entry *e = index_find(s, (const cow_hash *)(rl->buf + it->off));
 			if (e && e->pos == it->pos) {
-				s->seg_objects[COW_LOG_POS_SEG(e->pos)]--;
-				s->seg_objects[COW_LOG_POS_SEG(pos[k])]++;
+				s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
+				s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos[k]))]++;
 				e->pos = pos[k];
 			}
 			rl->acc->moved_objects++;
@@ -850,9 +856,9 @@ int cow_store_drop_segments(struct cow_store *s, const uint32_t *segs, size_t n)
 	pthread_rwlock_rdlock(&s->index_lock);
 	int r = 0;
 	for (size_t k = 0; k < n && r == 0; k++)
-		if (segs[k] >= COW_LOG_MAX_SEGMENTS || s->seg_objects[segs[k]]) {
+		if (s->seg_objects[COW_LOG_SLOT(segs[k])]) {
 			cow_err("gc: segment %u still holds %u indexed objects; not dropped", segs[k],
-				segs[k] < COW_LOG_MAX_SEGMENTS ? s->seg_objects[segs[k]] : 0);
+				s->seg_objects[COW_LOG_SLOT(segs[k])]);
 			r = -EBUSY;
 		}
 	pthread_rwlock_unlock(&s->index_lock);

@@ -22,7 +22,12 @@
 #     collects by itself, the segment files end below live + 1 GiB + two
 #     segments, and the file reads back as last written; with -o autogc=0
 #     nothing is collected; a store with under 2 GiB free (on a small tmpfs)
-#     is collected before it has grown by 1 GiB.
+#     is collected before it has grown by 1 GiB;
+#   the log's window (test hooks: a log from segment 65530 spanning at most
+#     16, then 64 segments): with -o autogc=0 writes fail with ENOSPC when it
+#     is full and nothing is lost, cowfs gc lets them go on; by default the
+#     daemon moves old segments on by itself through 5 GiB of writes; the
+#     files read back after a remount and fsck is clean.
 source "$(dirname "$0")/lib.sh"
 source "$TESTS_DIR/pg/pglib.sh"
 cowfs_require
@@ -309,4 +314,62 @@ grep -q "gc: [0-9]* segments rewritten" "$T/small/store/cowfsd.log" || fail "the
 cowfs_umount "$T/small.mnt" || fail "umount small"
 umount "$T/small" || fail "umount the tmpfs"
 pass "short of space (under 2 GiB free), the daemon collected after $grew MiB of growth"
+# --- the log's window --------------------------------------------------------------
+# A log rolls on past any number of segments.  Test hooks give a store whose
+# log starts at segment 65530 (so numbers cross 2^16) and may span only 16
+# segments, later 64 (a real log's window is 65536 segments, 4 TiB).
+# win_round MNT: write 256 MiB of new random data over MNT/main/big, durably;
+# its sha256 in ROUND_SUM; the status of dd
+win_round() {
+	head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
+	ROUND_SUM=$(sha256sum <"$T/round" | cut -d' ' -f1)
+	dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none 2>"$T/dd.err"
+}
+sum_of() { sha256sum <"$1" | cut -d' ' -f1; }
+# the highest segment number present
+top_segment() { ls "$1/segments" | sed -n 's/^\([0-9a-f]\{16\}\)\.seg$/\1/p' | sort | tail -n 1; }
+mkdir -p "$T/win.mnt"
+COWFS_TEST_LOG_FIRST=65530 store_init "$T/win" root >/dev/null || fail "cowfs init win"
+export COWFS_TEST_LOG_WINDOW=16
+cowfs_mount "$T/win" "$T/win.mnt" -o autogc=0 || fail "mount win"
+head -c $((32 * MiB)) /dev/urandom >"$T/keep" || fail "random data"
+dd if="$T/keep" of="$T/win.mnt/main/keep" bs=1M conv=fsync status=none || fail "write keep"
+KEEP_SUM=$(sum_of "$T/keep")
+# with no gc, ordinary writes stop at 14 segments of 16, with ENOSPC
+failed=0
+for i in $(seq 8); do
+	win_round "$T/win.mnt" || { failed=$i; break; }
+done
+[ "$failed" -gt 0 ] || fail "2 GiB written into a log of 16 segments (1 GiB) with no gc, and no write failed"
+grep -q "No space left on device" "$T/dd.err" || fail "the write that failed did not say ENOSPC: $(cat "$T/dd.err")"
+grep -q "writes fail with ENOSPC until GC moves it on" "$T/win/cowfsd.log" || fail "the daemon did not say why writes fail"
+[ "$(sum_of "$T/win.mnt/main/keep")" = "$KEEP_SUM" ] || fail "keep reads back wrong once the log's window is full"
+# cowfs gc moves the oldest segments on (by hand: autogc=0), and writes go on
+out=$("$C" gc "$T/win" 2>&1) || fail "cowfs gc with the log's window full: $out"
+echo "    $out"
+win_round "$T/win.mnt" || fail "a write after cowfs gc: $(cat "$T/dd.err")"
+[ "$(sum_of "$T/win.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after the gc"
+cowfs_umount "$T/win.mnt" || fail "umount win"
+pass "a log of 16 segments: writes stopped with ENOSPC in round $failed, nothing lost; cowfs gc, then writes went on"
+# with the default, the daemon moves old segments on by itself: 5 GiB
+# written through a window of 64 segments (4 GiB) with never a failed write;
+# the log rolls on by more than its window, so every segment there was at
+# the start, keep's fully live ones too, was moved on
+export COWFS_TEST_LOG_WINDOW=64
+cowfs_mount "$T/win" "$T/win.mnt" || fail "remount win"
+top0=$(top_segment "$T/win")
+for i in $(seq 20); do
+	win_round "$T/win.mnt" || fail "round $i with the automatic gc: $(cat "$T/dd.err")"
+done
+top1=$(top_segment "$T/win")
+[ $((16#$top1)) -gt $((16#$top0 + 64)) ] || fail "5 GiB written, but the log went only from segment $top0 to $top1"
+cowfs_umount "$T/win.mnt" || fail "umount win"
+cowfs_mount "$T/win" "$T/win.mnt" || fail "remount win"
+[ "$(sum_of "$T/win.mnt/main/keep")" = "$KEEP_SUM" ] || fail "keep reads back wrong after a remount"
+[ "$(sum_of "$T/win.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after a remount"
+cowfs_umount "$T/win.mnt" || fail "umount win"
+out=$("$C" fsck "$T/win" 2>&1) || fail "fsck of the rolled-on store: $out"
+unset COWFS_TEST_LOG_WINDOW
+rm -f "$T/round" "$T/keep"
+pass "the log rolled on from segment $((16#$top0)) to $((16#$top1)) through a window of 64, the files intact"
 echo "ok: gc.sh: all checks passed"

@@ -310,32 +310,35 @@ START_TEST(test_gc_auto_due)
 	struct cow_gc_auto a;
 	/* at the mount nothing is known of the live data: the minimum decides */
 	cow_gc_auto_init(&a, 100, G, 64 * MiB);
-	ck_assert(!cow_gc_auto_due(&a, 64 * MiB, PLENTY));
-	ck_assert(!cow_gc_auto_due(&a, 64 * MiB + G - 1, PLENTY));
-	ck_assert(cow_gc_auto_due(&a, 64 * MiB + G, PLENTY));
-	ck_assert(!cow_gc_auto_due(&a, 0, PLENTY)); /* smaller than at the mount (a gc by hand) */
+	ck_assert(!cow_gc_auto_due(&a, 64 * MiB, PLENTY, false));
+	ck_assert(!cow_gc_auto_due(&a, 64 * MiB + G - 1, PLENTY, false));
+	ck_assert(cow_gc_auto_due(&a, 64 * MiB + G, PLENTY, false));
+	ck_assert(!cow_gc_auto_due(&a, 0, PLENTY, false)); /* smaller than at the mount (a gc by hand) */
 	/* after a run that found 3 GiB live and left 4 GiB: due at 3 GiB more */
 	struct cow_gc_stats st = { .disk_after = 4 * G, .live_bytes = 3 * G };
 	cow_gc_auto_ran(&a, &st);
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 2 * G, PLENTY));
-	ck_assert(!cow_gc_auto_due(&a, 7 * G - 1, PLENTY));
-	ck_assert(cow_gc_auto_due(&a, 7 * G, PLENTY));
+	ck_assert(!cow_gc_auto_due(&a, 4 * G + 2 * G, PLENTY, false));
+	ck_assert(!cow_gc_auto_due(&a, 7 * G - 1, PLENTY, false));
+	ck_assert(cow_gc_auto_due(&a, 7 * G, PLENTY, false));
 	/* a share of the live data below the minimum: the minimum */
 	cow_gc_auto_init(&a, 10, G, 0);
 	st = (struct cow_gc_stats){ .disk_after = 2 * G, .live_bytes = 2 * G };
 	cow_gc_auto_ran(&a, &st);
-	ck_assert(!cow_gc_auto_due(&a, 2 * G + G / 5, PLENTY));
-	ck_assert(cow_gc_auto_due(&a, 3 * G, PLENTY));
+	ck_assert(!cow_gc_auto_due(&a, 2 * G + G / 5, PLENTY, false));
+	ck_assert(cow_gc_auto_due(&a, 3 * G, PLENTY, false));
 	/* short of free space: as soon as a segment may be freed */
 	cow_gc_auto_init(&a, 100, G, 4 * G);
 	st = (struct cow_gc_stats){ .disk_after = 4 * G, .live_bytes = 3 * G };
 	cow_gc_auto_ran(&a, &st);
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 63 * MiB, COW_GC_AUTO_LOW_FREE - 1));
-	ck_assert(cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE - 1));
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE));
-	/* 0: never, even short of space */
+	ck_assert(!cow_gc_auto_due(&a, 4 * G + 63 * MiB, COW_GC_AUTO_LOW_FREE - 1, false));
+	ck_assert(cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE - 1, false));
+	ck_assert(!cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE, false));
+	/* old segments to move on: the same */
+	ck_assert(!cow_gc_auto_due(&a, 4 * G + 63 * MiB, PLENTY, true));
+	ck_assert(cow_gc_auto_due(&a, 4 * G + 64 * MiB, PLENTY, true));
+	/* 0: never, even short of space or with old segments */
 	cow_gc_auto_init(&a, 0, G, 0);
-	ck_assert(!cow_gc_auto_due(&a, 100 * G, 0));
+	ck_assert(!cow_gc_auto_due(&a, 100 * G, 0, true));
 }
 END_TEST
 

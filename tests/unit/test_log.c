@@ -711,6 +711,102 @@ START_TEST(test_dropped_set_damaged_refused)
 }
 END_TEST
 
+/* A log rolls on past any number of segments as long as GC drops the old
+ * ones: numbers cross 2^16 (COW_LOG_SLOT wraps), slots are reused (a
+ * window of 8 here), a stale position into a reused slot is -ESTALE, and
+ * a roll that would make the log span more than the window is refused
+ * with ENOSPC, changing nothing: at 7/8 of the window unless GC opened
+ * the reserve, at the whole window even then. */
+START_TEST(test_window_rolls_on)
+{
+	char *tmp = tu_tmpdir(), dir[512];
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	setenv("COWFS_TEST_LOG_FIRST", "65530", 1);
+	setenv("COWFS_TEST_LOG_WINDOW", "8", 1);
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	unsetenv("COWFS_TEST_LOG_FIRST");
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	/* one record per segment, numbered by its segment; segments 65530..65537 */
+	enum { N = 40 };
+	uint64_t pos[N];
+	uint8_t b;
+	struct iovec iov = { &b, 1 };
+	uint32_t first = 65530, s = 65530;
+	for (int i = 0; i < N; i++, s++) {
+		b = (uint8_t)s;
+		int r = cow_log_append(log, COW_REC_OBJ, &iov, 1, &pos[i]);
+		ck_assert_int_eq(r, 0);
+		ck_assert_uint_eq(COW_LOG_POS_SEG(pos[i]), s);
+		if (s - first == 6) {
+			/* 7 of 8: ordinary appends may not roll, GC may */
+			ck_assert_int_eq(cow_log_roll(log), -ENOSPC);
+			ck_assert_int_eq(cow_log_roll(log), -ENOSPC);
+			cow_log_set_reserve(log, true);
+			ck_assert_int_eq(cow_log_roll(log), 0);
+			cow_log_set_reserve(log, false);
+			continue;
+		}
+		if (s - first == 7) {
+			/* the window is full: no roll even for GC, and nothing changed */
+			cow_log_set_reserve(log, true);
+			ck_assert_int_eq(cow_log_roll(log), -ENOSPC);
+			cow_log_set_reserve(log, false);
+			struct cow_log_segment *v;
+			size_t n;
+			ck_assert_int_eq(cow_log_segments(log, &v, &n), 0);
+			ck_assert_uint_eq(n, 8);
+			ck_assert_uint_eq(v[0].seg, first);
+			ck_assert_uint_eq(v[7].seg, s);
+			/* the older half is old */
+			for (size_t k = 0; k < n; k++)
+				ck_assert(v[k].old == (k < 4));
+			free(v);
+			/* GC moves the oldest three on */
+			uint32_t drop[] = { first, first + 1, first + 2 };
+			ck_assert_int_eq(cow_log_drop(log, drop, 3), 0);
+			first += 3;
+			/* the slot of a dropped segment is reused by the next roll,
+			 * and a stale position into it reads nothing */
+			ck_assert_int_eq(cow_log_roll(log), 0);
+			ck_assert_int_eq(cow_log_read(log, pos[i - 7], 0, &b, 1), -ESTALE);
+			continue;
+		}
+		ck_assert_int_eq(cow_log_roll(log), 0);
+	}
+	ck_assert_uint_eq(s, 65530 + N);
+	ck_assert_uint_gt(s, 65536 + 32);
+	cow_log_close(log);
+	/* reopened, the segments present are the last few, every record in
+	 * them reads back, and appends go on from the head */
+	struct seen seen = { 0 };
+	ck_assert_int_eq(cow_log_open(dir, collect, &seen, &log), 0);
+	ck_assert_int_eq(seen.n, (int)(s - first));
+	for (int k = 0; k < seen.n; k++) {
+		ck_assert_uint_eq(COW_LOG_POS_SEG(seen.pos[k]), first + (uint32_t)k);
+		ck_assert_int_eq(seen.first[k], (uint8_t)(first + (uint32_t)k));
+		ck_assert_int_eq(cow_log_read(log, seen.pos[k], 0, &b, 1), 0);
+		ck_assert_int_eq(b, (uint8_t)(first + (uint32_t)k));
+	}
+	uint64_t p;
+	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
+	ck_assert_uint_eq(COW_LOG_POS_SEG(p), s);
+	cow_log_close(log);
+	/* the dropped set is one range, 1..first-1 */
+	char path[600];
+	snprintf(path, sizeof path, "%s/dropped", dir);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_size, 16 + 8 + 4);
+	/* a log spanning more than its window is damage, not something to guess at */
+	setenv("COWFS_TEST_LOG_WINDOW", "4", 1);
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), -EBADMSG);
+	unsetenv("COWFS_TEST_LOG_WINDOW");
+	tu_rmrf(tmp);
+	free(tmp);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("log");
@@ -731,6 +827,7 @@ int main(void)
 	tcase_add_test(tc, test_drop_segments);
 	tcase_add_test(tc, test_drop_interrupted_before_unlink);
 	tcase_add_test(tc, test_dropped_set_damaged_refused);
+	tcase_add_test(tc, test_window_rolls_on);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
