@@ -338,8 +338,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* Only with the write-back cache do writes wait for the dirty limit. */
+	int flusher = 1; /* not asked */
 	if (o.writeback && !o.strictlimit) {
-		cow_writeback_flusher(); /* where allowed: writeback.h */
+		flusher = cow_writeback_flusher(); /* where allowed: writeback.h */
 		int wr = cow_writeback_lift(mnt);
 		if (wr < 0)
 			cow_info("the kernel's dirty-page cap for FUSE stays (%s): writes may wait for the daemon sooner",
@@ -363,6 +364,11 @@ int main(int argc, char **argv)
 		cow_fs_note_pid(ctx.fs);
 	}
 	cow_info("serving %s at %s", store, mnt);
+	if (flusher == 0)
+		cow_info("marked an I/O flusher: writes to the store are throttled on its own device only");
+	else if (flusher < 0)
+		cow_info("not marked an I/O flusher (%s): writes to the store may also wait for the mount's "
+			 "dirty pages to be written back", flusher == -EPERM ? "no CAP_SYS_RESOURCE" : strerror(-flusher));
 	if (powercut) {
 		int pr = cow_powercut_start();
 		if (pr < 0)

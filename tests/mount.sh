@@ -41,8 +41,30 @@ grep -q " $mnt fuse.cowfs .*noatime" /proc/mounts || fail "not mounted as fuse.c
 bdi=/sys/class/bdi/$(awk -v m="$mnt" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)
 [ "$(cat "$bdi/max_ratio")" = 100 ] || fail "$bdi/max_ratio is $(cat "$bdi/max_ratio"), not 100"
 [ ! -e "$bdi/strict_limit" ] || [ "$(cat "$bdi/strict_limit")" = 0 ] || fail "$bdi/strict_limit is not 0"
+# the daemon says whether it made itself an I/O flusher (writeback.h), and
+# says the truth: marked, every thread carries PF_MEMALLOC_NOIO and
+# PF_LOCAL_THROTTLE (0x180000 in the flags of /proc/PID/task/*/stat); not
+# marked for want of CAP_SYS_RESOURCE, it indeed lacks that capability (24)
+dpid=$(cowfs_daemon_pid "$mnt")
+for _ in $(seq 50); do
+	grep -q "\[$dpid\] \(not \)\?marked an I/O flusher" "$store/cowfsd.log" && break
+	sleep 0.1
+done
+if grep -q "\[$dpid\] marked an I/O flusher: " "$store/cowfsd.log"; then
+	for t in /proc/"$dpid"/task/*/stat; do
+		flags=$(sed 's/.*) //' "$t" | awk '{ print $7 }')
+		[ $((flags & 0x180000)) = $((0x180000)) ] || fail "daemon thread $t: flags $flags lack the I/O flusher's"
+	done
+	flusher="an I/O flusher"
+elif grep -q "\[$dpid\] not marked an I/O flusher (no CAP_SYS_RESOURCE)" "$store/cowfsd.log"; then
+	cap=$(awk '/^CapEff:/ { print $2 }' /proc/"$dpid"/status)
+	[ $((0x$cap >> 24 & 1)) = 0 ] || fail "the daemon says it lacks CAP_SYS_RESOURCE, but its CapEff is $cap"
+	flusher="not an I/O flusher: no CAP_SYS_RESOURCE, as its CapEff $cap shows"
+else
+	fail "the daemon's log does not say whether it is an I/O flusher: $(cat "$store/cowfsd.log")"
+fi
 cowfs_umount "$mnt" || fail "umount after mount.cowfs"
-pass "mount.cowfs SPEC DIR -n -o rw,noatime,defaults,_netdev,nofail (dirty-page cap lifted)"
+pass "mount.cowfs SPEC DIR -n -o rw,noatime,defaults,_netdev,nofail (dirty-page cap lifted; $flusher)"
 
 "$helper" "$store" "$mnt" -o strictlimit || fail "mount.cowfs -o strictlimit"
 bdi=/sys/class/bdi/$(awk -v m="$mnt" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)
