@@ -5,8 +5,11 @@
 # Two clusters, one on a plain data directory (a mktemp dir under /tmp, the same
 # filesystem as the store) and one on a cowfs mount (branch main of a new store under
 # /tmp), both initdb'ed the same way and started with the same options ($BENCH_PG_OPTS).
-# For each phase the plain side runs first, then the cowfs side; only the cluster under
-# measurement is running (the other is stopped), so the two never compete for the CPUs:
+# For each phase the two sides run one after the other (the order alternates by round);
+# only the cluster under measurement is running (the other is stopped), so the two
+# never compete for the CPUs;
+# before each plain phase the cowfs daemon's automatic gc is let finish, and any gc
+# that overlapped a phase is printed under it:
 #   load      pgbench -i -s $SCALE: wall time; also time of load + CHECKPOINT (the same
 #             load made durable)
 #   TPC-B     CHECKPOINT, then pgbench -c 4 -j 2 -T $DURATION (fsync on): TPS
@@ -89,6 +92,38 @@ bench_tps() {
 	printf '  %-8s pgbench %s: %s tps, %s failed\n' "$label" "$*" "$TPS_OUT" "${failed:-?}"
 }
 
+# The daemon's automatic collections run whenever they fall due, also while
+# the plain side is measured: say which phases they overlapped.
+gc_count() { # the count of collections started and ended so far: "S E"
+	local started=0 ended=0
+	if target_is_cow C; then
+		started=$(grep -c "gc: the store grew by" "$C_STORE/cowfsd.log" 2>/dev/null)
+		ended=$(grep -c "gc: [0-9]* segments rewritten" "$C_STORE/cowfsd.log" 2>/dev/null)
+	fi
+	echo "${started:-0} ${ended:-0}"
+}
+gc_since() { # "S E" from gc_count before the phase
+	local b e b1 e1
+	read -r b e <<<"$1"
+	read -r b1 e1 <<<"$(gc_count)"
+	[ $((b1 - b + e1 - e)) -gt 0 ] &&
+		echo "           (automatic gc of the cowfs store: $((b1 - b)) started, $((e1 - e)) ended during it)"
+	return 0
+}
+# Before a phase on the plain side: let the cleaner see what the cowfs side
+# wrote (it looks every 5 s) and wait for any collection that starts to end,
+# so that the plain side is measured with the cowfs daemon idle.
+gc_quiet() {
+	local b e i
+	target_is_cow C || return 0
+	for i in $(seq 1 20); do
+		sleep 6
+		read -r b e <<<"$(gc_count)"
+		[ "$b" = "$e" ] && return 0
+	done
+	echo "           (an automatic gc of the cowfs store still runs after 2 minutes)"
+}
+
 # --- the timed phases; with ROUNDS > 1 every round repeats all three (pgbench -i
 # recreates the tables), alternating which side goes first, and the table shows means
 declare -A LOAD LOADCK TPCB SEL
@@ -99,29 +134,38 @@ for round in $(seq 1 "$ROUNDS"); do
 	[ "$ROUNDS" -gt 1 ] && echo "  round $round of $ROUNDS"
 	for s in $order; do
 		label=$(label_of $s); port=PORT_$s
+		[ $s = P ] && gc_quiet
 		side_start $s
+		g0=$(gc_count)
 		t0=$(now)
 		out=$(pgb "${!port}" -i -s "$SCALE" -q 2>&1) || { echo "$out"; pg_log_tail "${!port}"; die "pgbench -i on $label"; }
 		t1=$(now)
 		psql_q "${!port}" "CHECKPOINT" || die "CHECKPOINT on $label"
 		t2=$(now)
 		printf '  %-8s pgbench -i -s %s: %s s (with CHECKPOINT %s s)\n' "$label" "$SCALE" "$(calc "$t1 - $t0")" "$(calc "$t2 - $t0")"
+		gc_since "$g0"
 		LOAD[$s]=$(calc "${LOAD[$s]} + ($t1 - $t0) / $ROUNDS" 3)
 		LOADCK[$s]=$(calc "${LOADCK[$s]} + ($t2 - $t0) / $ROUNDS" 3)
 		side_stop $s
 	done
 	for s in $order; do
 		label=$(label_of $s); port=PORT_$s
+		[ $s = P ] && gc_quiet
 		side_start $s
 		psql_q "${!port}" "CHECKPOINT" || die "CHECKPOINT on $label"
+		g0=$(gc_count)
 		bench_tps "${!port}" "$label" -c 4 -j 2 -T "$DURATION"
+		gc_since "$g0"
 		TPCB[$s]=$(calc "${TPCB[$s]} + $TPS_OUT / $ROUNDS" 1)
 		side_stop $s
 	done
 	for s in $order; do
 		label=$(label_of $s); port=PORT_$s
+		[ $s = P ] && gc_quiet
 		side_start $s
+		g0=$(gc_count)
 		bench_tps "${!port}" "$label" -S -c 4 -j 2 -T "$DURATION"
+		gc_since "$g0"
 		SEL[$s]=$(calc "${SEL[$s]} + $TPS_OUT / $ROUNDS" 1)
 		side_stop $s
 	done
@@ -161,6 +205,6 @@ if [ "$HWM" != - ] && [ -n "$HWM" ]; then
 		"$(calc "($HWM / 1024) / ($SIZE_C / 1048576)" 0) MiB per GiB of store; VmRSS at end $(mib "$RSS") MiB"
 fi
 echo
-echo "order: per phase and round, plain first in odd rounds, $COW_LABEL first in even rounds; only the measured cluster running."
+echo "order: per phase and round, plain first in odd rounds, $COW_LABEL first in even rounds; only the measured cluster running; no automatic gc during plain phases."
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the ratios)"
 echo "reproduce: cd $TOP && make && SCALE=$SCALE DURATION=$DURATION ROUNDS=$ROUNDS bash bench/run.sh"
