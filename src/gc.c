@@ -112,12 +112,6 @@ static int walk_progress(void *ctx, uint64_t objects, uint64_t bytes)
 	return g->o.progress ? g->o.progress(g->o.ctx, &p) : 0;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static uint64_t rec_bytes(uint32_t len) { return (COW_LOG_REC_HDR + COW_HASH_SIZE + (uint64_t)len + 7) & ~7ull; }
 
 static void tally(void *ctx, uint64_t pos, uint32_t len, uint32_t flags, uint32_t owner)
@@ -251,7 +245,7 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 		garbage -= kept[i].size > kept[i].live ? kept[i].size - kept[i].live : 0;
 	}
 	free(kept);
-	qsort(todo, ntodo, sizeof *todo, cmp_u32);
+	qsort(todo, ntodo, sizeof *todo, cow_cmp_u32);
 	struct cow_store_sweep acc = { 0 };
 	for (size_t i = 0; i < ntodo && r == 0; i++) {
 		if (g->o.progress) {

@@ -699,12 +699,6 @@ static int dropped_write(struct cow_log *log, const uint32_t *segs, size_t nsegs
 	return 0;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* Find the segments: *ret_first..*ret_last, each present unless GC dropped
  * it.  A segment still present although it is in the dropped set lost the
  * race with a crash between the set's update and the unlink: it is removed
@@ -760,7 +754,7 @@ static int list_segments(struct cow_log *log, uint32_t *ret_first, uint32_t *ret
 		r = -EBADMSG;
 		goto out;
 	}
-	qsort(present, np, sizeof *present, cmp_u32);
+	qsort(present, np, sizeof *present, cow_cmp_u32);
 	uint32_t first = present[0], last = present[np - 1];
 	for (size_t i = 1; i < np; i++)
 		if (present[i] == present[i - 1]) {

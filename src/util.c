@@ -230,3 +230,9 @@ char *cow_str_take(struct cow_str *s)
 	}
 	return s->p;
 }
+
+int cow_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}

@@ -45,6 +45,9 @@ int cow_fsync_path(const char *path);
  * (negative, empty, trailing junk, or more than 100 years). */
 int cow_parse_duration(const char *text, int64_t *ret_sec);
 
+/* qsort(3) comparison of two uint32_t, ascending. */
+int cow_cmp_u32(const void *a, const void *b);
+
 /* A growing NUL-terminated string.  After an allocation fails, further
  * additions do nothing and oom stays set; free p in any case. */
 struct cow_str {
