@@ -244,15 +244,20 @@ echo "$out" | grep -q "damaged blocks are still in use" || fail "gc does not men
 pass "offline gc runs around the damaged block and keeps it"
 
 # --- automatic gc ------------------------------------------------------------------
-# overwrite_rounds MNT N: write 256 MiB of new random data over MNT/main/big N
-# times, each made durable; the last data's sha256 in LAST_SUM
+sum_of() { sha256sum <"$1" | cut -d' ' -f1; }
+# write_round MNT: write 256 MiB of new random data over MNT/main/big, durably;
+# its sha256 in ROUND_SUM, dd's complaint in $T/dd.err; the status of dd
+write_round() {
+	head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
+	ROUND_SUM=$(sum_of "$T/round")
+	dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none 2>"$T/dd.err"
+}
+# overwrite_rounds MNT N: write_round N times, each one required to succeed
 overwrite_rounds() {
 	local i
 	for i in $(seq "$2"); do
-		head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
-		dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none || fail "write round $i on $1"
+		write_round "$1" || fail "write round $i on $1: $(cat "$T/dd.err")"
 	done
-	LAST_SUM=$(sha256sum <"$T/round" | cut -d' ' -f1)
 	rm -f "$T/round"
 }
 collections() { grep -c "gc: the store grew by" "$1/cowfsd.log"; }
@@ -280,10 +285,10 @@ store=$T/auto
 b=$(seg_bytes)
 [ "$b" -le $((256 * MiB + 1024 * MiB + 128 * MiB)) ] ||
 	fail "segment files take $(mib "$b") after the automatic gc, for 256 MiB live"
-[ "$(sha256sum <"$T/auto.mnt/main/big" | cut -d' ' -f1)" = "$LAST_SUM" ] || fail "big reads back wrong after the automatic gc"
+[ "$(sum_of "$T/auto.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after the automatic gc"
 cowfs_umount "$T/auto.mnt" || fail "umount auto"
 cowfs_mount "$T/auto" "$T/auto.mnt" || fail "remount auto"
-[ "$(sha256sum <"$T/auto.mnt/main/big" | cut -d' ' -f1)" = "$LAST_SUM" ] || fail "big reads back wrong after a remount"
+[ "$(sum_of "$T/auto.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after a remount"
 cowfs_umount "$T/auto.mnt" || fail "umount auto"
 pass "automatic gc: 1.5 GiB written over a 256 MiB file, segment files $(mib "$b"), the file intact after a remount"
 
@@ -310,7 +315,7 @@ grew=$(sed -n 's/.*gc: the store grew by \([0-9]*\) MiB.*/\1/p' "$T/small/store/
 [ -n "$grew" ] || fail "no automatic gc on a store short of space"
 [ "$grew" -lt 1024 ] || fail "the first automatic gc short of space came only after $grew MiB of growth"
 grep -q "gc: [0-9]* segments rewritten" "$T/small/store/cowfsd.log" || fail "the automatic gc short of space did not finish"
-[ "$(sha256sum <"$T/small.mnt/main/big" | cut -d' ' -f1)" = "$LAST_SUM" ] || fail "big reads back wrong on the small store"
+[ "$(sum_of "$T/small.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong on the small store"
 cowfs_umount "$T/small.mnt" || fail "umount small"
 umount "$T/small" || fail "umount the tmpfs"
 pass "short of space (under 2 GiB free), the daemon collected after $grew MiB of growth"
@@ -318,14 +323,6 @@ pass "short of space (under 2 GiB free), the daemon collected after $grew MiB of
 # A log rolls on past any number of segments.  Test hooks give a store whose
 # log starts at segment 65530 (so numbers cross 2^16) and may span only 16
 # segments, later 64 (a real log's window is 65536 segments, 4 TiB).
-# win_round MNT: write 256 MiB of new random data over MNT/main/big, durably;
-# its sha256 in ROUND_SUM; the status of dd
-win_round() {
-	head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
-	ROUND_SUM=$(sha256sum <"$T/round" | cut -d' ' -f1)
-	dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none 2>"$T/dd.err"
-}
-sum_of() { sha256sum <"$1" | cut -d' ' -f1; }
 # the highest segment number present
 top_segment() { ls "$1/segments" | sed -n 's/^\([0-9a-f]\{16\}\)\.seg$/\1/p' | sort | tail -n 1; }
 mkdir -p "$T/win.mnt"
@@ -338,7 +335,7 @@ KEEP_SUM=$(sum_of "$T/keep")
 # with no gc, ordinary writes stop at 14 segments of 16, with ENOSPC
 failed=0
 for i in $(seq 8); do
-	win_round "$T/win.mnt" || { failed=$i; break; }
+	write_round "$T/win.mnt" || { failed=$i; break; }
 done
 [ "$failed" -gt 0 ] || fail "2 GiB written into a log of 16 segments (1 GiB) with no gc, and no write failed"
 grep -q "No space left on device" "$T/dd.err" || fail "the write that failed did not say ENOSPC: $(cat "$T/dd.err")"
@@ -347,7 +344,7 @@ grep -q "writes fail with ENOSPC until GC moves it on" "$T/win/cowfsd.log" || fa
 # cowfs gc moves the oldest segments on (by hand: autogc=0), and writes go on
 out=$("$C" gc "$T/win" 2>&1) || fail "cowfs gc with the log's window full: $out"
 echo "    $out"
-win_round "$T/win.mnt" || fail "a write after cowfs gc: $(cat "$T/dd.err")"
+write_round "$T/win.mnt" || fail "a write after cowfs gc: $(cat "$T/dd.err")"
 [ "$(sum_of "$T/win.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after the gc"
 cowfs_umount "$T/win.mnt" || fail "umount win"
 pass "a log of 16 segments: writes stopped with ENOSPC in round $failed, nothing lost; cowfs gc, then writes went on"
@@ -358,9 +355,7 @@ pass "a log of 16 segments: writes stopped with ENOSPC in round $failed, nothing
 export COWFS_TEST_LOG_WINDOW=64
 cowfs_mount "$T/win" "$T/win.mnt" || fail "remount win"
 top0=$(top_segment "$T/win")
-for i in $(seq 20); do
-	win_round "$T/win.mnt" || fail "round $i with the automatic gc: $(cat "$T/dd.err")"
-done
+overwrite_rounds "$T/win.mnt" 20
 top1=$(top_segment "$T/win")
 [ $((16#$top1)) -gt $((16#$top0 + 64)) ] || fail "5 GiB written, but the log went only from segment $top0 to $top1"
 cowfs_umount "$T/win.mnt" || fail "umount win"
