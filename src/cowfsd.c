@@ -13,6 +13,9 @@
  *   autogc=PERCENT       collect garbage by itself once the store has grown
  *                        by PERCENT % of its live data, and by 1 GiB, since
  *                        the last collection (default 100; 0: only when asked)
+ *   autogc_busy=PERCENT  such a collection waits while the CPUs are more than
+ *                        PERCENT % busy, up to twice that growth (default 50;
+ *                        100: never waits)
  *   timeout=SECONDS      kernel entry/attribute cache time (default 60)
  *   writeback / nowriteback   kernel write-back caching (default on)
  *   strictlimit          keep the kernel's hard cap on the mount's dirty
@@ -64,8 +67,8 @@ static void usage(FILE *f, const char *prog)
 		"  -f            stay in the foreground (messages to stderr)\n"
 		"  -d            foreground and log every FUSE request\n"
 		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
-		"                grace=DURATION, reap=DURATION, autogc=PERCENT, writeback,\n"
-		"                nowriteback, strictlimit,\n"
+		"                grace=DURATION, reap=DURATION, autogc=PERCENT,\n"
+		"                autogc_busy=PERCENT, writeback, nowriteback, strictlimit,\n"
 		"                and kernel mount options (ro, noatime, ...)\n"
 		"See cowfsd(8).\n",
 		prog);
@@ -83,7 +86,7 @@ static bool ignored_option(const char *o)
 }
 
 struct opts {
-	unsigned checkpoint, reap, autogc;
+	unsigned checkpoint, reap, autogc, autogc_busy;
 	int64_t grace;
 	double timeout;
 	bool writeback, strictlimit, foreground, debug;
@@ -120,6 +123,13 @@ static int parse_o(struct opts *o, char *list)
 				return -EINVAL;
 			}
 			o->autogc = (unsigned)v;
+		} else if (strncmp(tok, "autogc_busy=", 12) == 0) {
+			unsigned long v = strtoul(tok + 12, &end, 10);
+			if (!tok[12] || *end || v > 100) {
+				cow_err("autogc_busy=%s: give a percentage from 0 to 100 (never wait)", tok + 12);
+				return -EINVAL;
+			}
+			o->autogc_busy = (unsigned)v;
 		} else if (strncmp(tok, "timeout=", 8) == 0) {
 			double v = strtod(tok + 8, &end);
 			if (*end || v < 0 || v > 86400) {
@@ -243,6 +253,7 @@ int main(int argc, char **argv)
 	struct opts o = { .checkpoint = 30,
 			  .reap = 60,
 			  .autogc = COW_GC_AUTO_PCT_DEFAULT,
+			  .autogc_busy = COW_GC_AUTO_BUSY_DEFAULT,
 			  .grace = COW_FS_GRACE_DEFAULT,
 			  .timeout = 60.0,
 			  .writeback = true };
@@ -388,7 +399,7 @@ int main(int argc, char **argv)
 		cow_warn("COWFS_TEST_POWERCUT=1: no automatic gc");
 		o.autogc = 0;
 	}
-	if ((rr = cow_fs_start_cleaner(ctx.fs, o.autogc)) < 0)
+	if ((rr = cow_fs_start_cleaner(ctx.fs, o.autogc, o.autogc_busy)) < 0)
 		cow_err("cannot start the automatic gc: %s; run cowfs gc now and then", strerror(-rr));
 	/* Without its control socket the mount still serves its branches. */
 	struct cow_control *control = NULL;

@@ -308,9 +308,24 @@ static int clean_progress(void *ctx, const struct cow_gc_progress *p)
 	return stopping(ctx);
 }
 
+/* The CPUs' busy share (percent) since the last call; 0 when unknown. */
+static unsigned cpu_busy(uint64_t *busy0, uint64_t *all0)
+{
+	uint64_t busy, all;
+	if (cow_cpu_ticks(&busy, &all) < 0)
+		return 0;
+	unsigned pct = all > *all0 && busy >= *busy0 ? (unsigned)((busy - *busy0) * 100 / (all - *all0)) : 0;
+	*busy0 = busy;
+	*all0 = all;
+	return pct;
+}
+
 static void *cleaner(void *arg)
 {
 	struct cow_fs *fs = arg;
+	uint64_t busy0 = 0, all0 = 0;
+	bool waiting = false;
+	cpu_busy(&busy0, &all0);
 	pthread_mutex_lock(&fs->lock);
 	while (!nap(fs, CLEAN_CHECK_SEC)) {
 		struct cow_gc_auto a = fs->autogc;
@@ -319,11 +334,20 @@ static void *cleaner(void *arg)
 		bool old;
 		struct statvfs host;
 		uint64_t free_now = cow_fs_statfs(fs, &host) == 0 ? (uint64_t)host.f_bavail * host.f_frsize : UINT64_MAX;
-		if (cow_gc_disk(fs->store, &disk, &old) == 0 && cow_gc_auto_due(&a, disk, free_now, old)) {
+		unsigned busy = cpu_busy(&busy0, &all0);
+		enum cow_gc_auto_verdict v = COW_GC_AUTO_NO;
+		if (cow_gc_disk(fs->store, &disk, &old) == 0)
+			v = cow_gc_auto_due(&a, disk, free_now, old, busy);
+		if (v == COW_GC_AUTO_WAIT && !waiting)
+			cow_info("gc: a collection is due (%llu MiB of growth) but the CPUs are %u %% busy "
+				 "(autogc_busy=%u): it waits for a quieter moment, at most until twice that growth",
+				 (unsigned long long)((disk - a.base_disk) >> 20), busy, a.busy_max);
+		waiting = v == COW_GC_AUTO_WAIT;
+		if (v == COW_GC_AUTO_RUN) {
 			cow_info("gc: the store grew by %llu MiB since the last collection or the mount "
-				 "(%llu MiB of live data then; %llu MiB free on its filesystem%s); collecting",
+				 "(%llu MiB of live data then; %llu MiB free on its filesystem; CPUs %u %% busy%s); collecting",
 				 (unsigned long long)((disk - a.base_disk) >> 20), (unsigned long long)(a.base_live >> 20),
-				 (unsigned long long)(free_now == UINT64_MAX ? 0 : free_now >> 20),
+				 (unsigned long long)(free_now == UINT64_MAX ? 0 : free_now >> 20), busy,
 				 old ? "; old segments to move on" : "");
 			struct cow_gc_opts o = { .no_slack = true, .progress = clean_progress, .ctx = fs };
 			int r = cow_fs_gc(fs, &o, NULL);
@@ -334,6 +358,8 @@ static void *cleaner(void *arg)
 				fs->autogc.base_disk = disk;
 				pthread_mutex_unlock(&fs->lock);
 			}
+			/* its own CPU time does not count against the next */
+			cpu_busy(&busy0, &all0);
 		}
 		pthread_mutex_lock(&fs->lock);
 	}
@@ -341,15 +367,14 @@ static void *cleaner(void *arg)
 	return NULL;
 }
 
-int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct)
+int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct, unsigned busy_max)
 {
 	uint64_t disk;
-	bool old;
-	int r = cow_gc_disk(fs->store, &disk, &old);
+	int r = cow_gc_disk(fs->store, &disk, NULL);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&fs->lock);
-	cow_gc_auto_init(&fs->autogc, pct, COW_GC_AUTO_MIN_GROWTH, disk);
+	cow_gc_auto_init(&fs->autogc, pct, busy_max, COW_GC_AUTO_MIN_GROWTH, disk);
 	pthread_mutex_unlock(&fs->lock);
 	if (!pct)
 		return 0;

@@ -146,10 +146,11 @@ int cow_fs_start_reaper(struct cow_fs *fs, unsigned interval_sec, cow_fs_reap_fn
 void cow_fs_set_grace(struct cow_fs *fs, int64_t grace_sec);
 int64_t cow_fs_grace(struct cow_fs *fs);
 /* The cleaner: check every few seconds whether the store has grown enough
- * since the last collection (cow_gc_auto_due, with PCT) and if so run
- * cow_fs_gc in a thread, rewriting only mostly-dead segments (no_slack).
- * PCT 0: no thread; collections run only when asked. */
-int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct);
+ * since the last collection (cow_gc_auto_due, with PCT and BUSY_MAX against
+ * the CPUs' busy share since the last check) and if so run cow_fs_gc in a
+ * thread, rewriting only mostly-dead segments (no_slack).  PCT 0: no
+ * thread; collections run only when asked. */
+int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct, unsigned busy_max);
 
 /* Postgres on branches (pg.h).  A new branch gets a port of its own (none
  * of another branch, none bound on the machine); every state a branch is

@@ -32,20 +32,26 @@ static uint64_t disk_of(const struct cow_log_segment *v, size_t n, uint32_t *ret
 	return d;
 }
 
-void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, uint64_t disk_now)
+void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, unsigned busy_max, uint64_t min_growth,
+		      uint64_t disk_now)
 {
-	*a = (struct cow_gc_auto){ .pct = pct, .min_growth = min_growth, .base_disk = disk_now };
+	*a = (struct cow_gc_auto){ .pct = pct, .busy_max = busy_max, .min_growth = min_growth, .base_disk = disk_now };
 }
 
-bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now, bool old)
+enum cow_gc_auto_verdict cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now,
+					 bool old, unsigned busy)
 {
 	if (!a->pct || disk_now <= a->base_disk)
-		return false;
+		return COW_GC_AUTO_NO;
 	uint64_t growth = disk_now - a->base_disk;
 	if (free_now < COW_GC_AUTO_LOW_FREE || old)
-		return growth >= COW_LOG_SEGMENT_MAX;
+		return growth >= COW_LOG_SEGMENT_MAX ? COW_GC_AUTO_RUN : COW_GC_AUTO_NO;
 	unsigned __int128 want = (unsigned __int128)a->base_live * a->pct / 100;
-	return growth >= a->min_growth && growth >= want;
+	if (want < a->min_growth)
+		want = a->min_growth;
+	if (growth < want)
+		return COW_GC_AUTO_NO;
+	return busy <= a->busy_max || growth >= 2 * want ? COW_GC_AUTO_RUN : COW_GC_AUTO_WAIT;
 }
 
 void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st)
@@ -62,7 +68,8 @@ int cow_gc_disk(struct cow_store *s, uint64_t *ret, bool *ret_old)
 	if (r < 0)
 		return r;
 	*ret = disk_of(v, n, NULL);
-	*ret_old = n && v[0].old;
+	if (ret_old)
+		*ret_old = n && v[0].old;
 	free(v);
 	return 0;
 }

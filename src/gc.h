@@ -98,28 +98,40 @@ struct cow_gc_stats {
  * files have grown, since the last run ended (or since the mount), by PCT %
  * of the live data that run found, and by at least MIN_GROWTH bytes; so a
  * store that only grows (a load) is marked a logarithmic number of times.
- * And, while the filesystem under the store has less than
- * COW_GC_AUTO_LOW_FREE bytes free, as soon as they have grown by a
- * segment: before the disk is full, while GC still has room to copy.  The
- * same while the oldest segment is old (log.h): before the log's window is
- * full and writes fail with ENOSPC. */
+ * Such a run waits while the machine's CPUs are more than BUSY_MAX % busy
+ * (a collection takes CPU and disk from whatever runs: it is done in a
+ * quieter moment), but not beyond twice that growth.  And it runs at once,
+ * however busy, while the filesystem under the store has less than
+ * COW_GC_AUTO_LOW_FREE bytes free, as soon as they have grown by a segment:
+ * before the disk is full, while GC still has room to copy.  The same while
+ * the oldest segment is old (log.h): before the log's window is full and
+ * writes fail with ENOSPC. */
 #define COW_GC_AUTO_PCT_DEFAULT 100
+#define COW_GC_AUTO_BUSY_DEFAULT 50
 #define COW_GC_AUTO_MIN_GROWTH (1ull << 30)
 #define COW_GC_AUTO_LOW_FREE (2ull << 30)
 struct cow_gc_auto {
 	unsigned pct;            /* 0: never */
+	unsigned busy_max;       /* percent of CPU time; 100: never wait */
 	uint64_t min_growth;
 	uint64_t base_disk;      /* segment files after the last run, or at the mount */
 	uint64_t base_live;      /* live data the last run found (0: none yet) */
 };
-void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, uint64_t min_growth, uint64_t disk_now);
+enum cow_gc_auto_verdict {
+	COW_GC_AUTO_NO,          /* not due */
+	COW_GC_AUTO_WAIT,        /* due, but the machine is busy: later */
+	COW_GC_AUTO_RUN,
+};
+void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, unsigned busy_max, uint64_t min_growth,
+		      uint64_t disk_now);
 /* DISK_NOW: the segment files' bytes; FREE_NOW: bytes free for them; OLD:
- * the oldest segment is old. */
-bool cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now, bool old);
+ * the oldest segment is old; BUSY: percent of the CPUs' time busy lately. */
+enum cow_gc_auto_verdict cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now,
+					 bool old, unsigned busy);
 /* A run ended with ST (any run: a manual one counts too). */
 void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st);
 /* The bytes the segment files take on disk now, and whether the oldest
- * segment is old. */
+ * segment is old (RET_OLD may be NULL). */
 int cow_gc_disk(struct cow_store *s, uint64_t *ret, bool *ret_old);
 
 int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow_gc **ret);

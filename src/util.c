@@ -236,3 +236,21 @@ int cow_cmp_u32(const void *a, const void *b)
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 	return x < y ? -1 : x > y;
 }
+
+int cow_cpu_ticks(uint64_t *ret_busy, uint64_t *ret_all)
+{
+	FILE *f = fopen("/proc/stat", "re");
+	if (!f)
+		return -errno;
+	/* cpu user nice system idle iowait irq softirq steal (guest time is
+	 * within user and nice) */
+	unsigned long long t[8] = { 0 };
+	int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5],
+		       &t[6], &t[7]);
+	fclose(f);
+	if (n < 5)
+		return -EIO;
+	*ret_busy = t[0] + t[1] + t[2] + t[5] + t[6] + t[7];
+	*ret_all = *ret_busy + t[3] + t[4];
+	return 0;
+}

@@ -48,6 +48,11 @@ int cow_parse_duration(const char *text, int64_t *ret_sec);
 /* qsort(3) comparison of two uint32_t, ascending. */
 int cow_cmp_u32(const void *a, const void *b);
 
+/* The machine's CPU time since boot, all CPUs, in clock ticks (/proc/stat):
+ * busy (user, nice, system, irq, softirq, steal) and all (busy, idle and
+ * iowait).  Two samples give how busy the CPUs were between them. */
+int cow_cpu_ticks(uint64_t *ret_busy, uint64_t *ret_all);
+
 /* A growing NUL-terminated string.  After an allocation fails, further
  * additions do nothing and oom stays set; free p in any case. */
 struct cow_str {

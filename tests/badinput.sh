@@ -45,6 +45,7 @@ expect_error "directory that is not a store" "not a cowfs store" "$COWFS" mount 
 expect_error "unknown mount option" "option|mount" "$COWFS" mount "$store" "$mnt" -o no_such_option
 expect_error "bad checkpoint value" "checkpoint" "$COWFS" mount "$store" "$mnt" -o checkpoint=abc
 expect_error "bad autogc value" "autogc" "$COWFS" mount "$store" "$mnt" -o autogc=lots
+expect_error "bad autogc_busy value" "autogc_busy" "$COWFS" mount "$store" "$mnt" -o autogc_busy=101
 expect_error "max_read (unsupported)" "max_read" "$COWFS" mount "$store" "$mnt" -o max_read=131072
 unchanged "bad options"
 expect_error "init over an existing store" "already holds a cowfs store" "$COWFS" init "$store"

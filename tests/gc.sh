@@ -22,7 +22,9 @@
 #     collects by itself, the segment files end below live + 1 GiB + two
 #     segments, and the file reads back as last written; with -o autogc=0
 #     nothing is collected; a store with under 2 GiB free (on a small tmpfs)
-#     is collected before it has grown by 1 GiB;
+#     is collected before it has grown by 1 GiB; with the CPUs kept busy a
+#     due collection waits (and says so) until they are quiet, or until
+#     twice the growth is reached;
 #   the log's window (test hooks: a log from segment 65530 spanning at most
 #     16, then 64 segments): with -o autogc=0 writes fail with ENOSPC when it
 #     is full and nothing is lost, cowfs gc lets them go on; by default the
@@ -261,11 +263,13 @@ overwrite_rounds() {
 	rm -f "$T/round"
 }
 collections() { grep -c "gc: the store grew by" "$1/cowfsd.log"; }
-# await_collection STORE: up to 30 s for an automatic collection of STORE to
-# finish, then show the daemon's gc lines (the checks that follow judge them)
+finished() { grep -c "gc: [0-9]* segments rewritten" "$1/cowfsd.log"; }
+# await_collection STORE [N]: up to 30 s for N (default 1) automatic
+# collections of STORE to have finished, then show the daemon's gc lines
+# (the checks that follow judge them)
 await_collection() {
 	for _ in $(seq 60); do
-		[ "$(collections "$1")" -ge 1 ] && grep -q "gc: [0-9]* segments rewritten" "$1/cowfsd.log" && break
+		[ "$(collections "$1")" -ge "${2:-1}" ] && [ "$(finished "$1")" -ge "${2:-1}" ] && break
 		sleep 0.5
 	done
 	grep "gc: " "$1/cowfsd.log" | sed 's/^/    /'
@@ -319,6 +323,41 @@ grep -q "gc: [0-9]* segments rewritten" "$T/small/store/cowfsd.log" || fail "the
 cowfs_umount "$T/small.mnt" || fail "umount small"
 umount "$T/small" || fail "umount the tmpfs"
 pass "short of space (under 2 GiB free), the daemon collected after $grew MiB of growth"
+# --- a due collection waits while the CPUs are busy ----------------------------------
+# One busy loop per CPU keeps the CPUs near 100 % busy.  1.25 GiB written
+# over 256 MiB makes a collection due (at 1 GiB), but it waits; once the
+# loops stop it runs.  Under the loops again, 2.25 GiB more (twice the growth
+# due) is collected however busy.
+burn_start() {
+	local burner _
+	BURN=()
+	for _ in $(seq "$(nproc)"); do
+		bg_start burner sh -c 'while :; do :; done'
+		BURN+=("$burner")
+	done
+}
+burn_stop() { local p; for p in "${BURN[@]}"; do bg_kill "$p"; done; }
+auto_store busy
+burn_start
+overwrite_rounds "$T/busy.mnt" 5
+sleep 11 # two of the cleaner's looks with the CPUs busy
+[ "$(collections "$T/busy")" = 0 ] || fail "a collection ran with the CPUs busy after 1.25 GiB written: $(grep "gc: " "$T/busy/cowfsd.log")"
+grep -q "gc: a collection is due .* it waits for a quieter moment" "$T/busy/cowfsd.log" ||
+	fail "the daemon did not say that the due collection waits: $(grep "gc: " "$T/busy/cowfsd.log")"
+burn_stop
+await_collection "$T/busy"
+[ "$(finished "$T/busy")" = 1 ] || fail "no collection within 30 s of the CPUs becoming quiet"
+burn_start
+overwrite_rounds "$T/busy.mnt" 9
+await_collection "$T/busy" 2
+burn_stop
+[ "$(finished "$T/busy")" = 2 ] || fail "no collection while busy after 2.25 GiB written, twice the growth due"
+busy=$(sed -n 's/.*gc: the store grew by.*CPUs \([0-9]*\) % busy.*/\1/p' "$T/busy/cowfsd.log" | tail -n 1)
+[ "${busy:-0}" -gt 50 ] || fail "the second collection ran with the CPUs only ${busy:-?} % busy: it was not forced"
+[ "$(sum_of "$T/busy.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after the collections"
+cowfs_umount "$T/busy.mnt" || fail "umount busy"
+rm -f "$T/round"
+pass "a due collection waited while the CPUs were busy, ran once quiet, and ran at $busy % busy after twice the growth"
 # --- the log's window --------------------------------------------------------------
 # A log rolls on past any number of segments.  Test hooks give a store whose
 # log starts at segment 65530 (so numbers cross 2^16) and may span only 16

@@ -307,38 +307,49 @@ END_TEST
 START_TEST(test_gc_auto_due)
 {
 	const uint64_t G = 1ull << 30, PLENTY = 100 * G;
+	enum { NO = COW_GC_AUTO_NO, WAIT = COW_GC_AUTO_WAIT, RUN = COW_GC_AUTO_RUN };
 	struct cow_gc_auto a;
 	/* at the mount nothing is known of the live data: the minimum decides */
-	cow_gc_auto_init(&a, 100, G, 64 * MiB);
-	ck_assert(!cow_gc_auto_due(&a, 64 * MiB, PLENTY, false));
-	ck_assert(!cow_gc_auto_due(&a, 64 * MiB + G - 1, PLENTY, false));
-	ck_assert(cow_gc_auto_due(&a, 64 * MiB + G, PLENTY, false));
-	ck_assert(!cow_gc_auto_due(&a, 0, PLENTY, false)); /* smaller than at the mount (a gc by hand) */
+	cow_gc_auto_init(&a, 100, 50, G, 64 * MiB);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 64 * MiB, PLENTY, false, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 64 * MiB + G - 1, PLENTY, false, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 64 * MiB + G, PLENTY, false, 0), RUN);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 0, PLENTY, false, 0), NO); /* smaller than at the mount (a gc by hand) */
 	/* after a run that found 3 GiB live and left 4 GiB: due at 3 GiB more */
 	struct cow_gc_stats st = { .disk_after = 4 * G, .live_bytes = 3 * G };
 	cow_gc_auto_ran(&a, &st);
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 2 * G, PLENTY, false));
-	ck_assert(!cow_gc_auto_due(&a, 7 * G - 1, PLENTY, false));
-	ck_assert(cow_gc_auto_due(&a, 7 * G, PLENTY, false));
-	/* a share of the live data below the minimum: the minimum */
-	cow_gc_auto_init(&a, 10, G, 0);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 2 * G, PLENTY, false, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 7 * G - 1, PLENTY, false, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 7 * G, PLENTY, false, 50), RUN);
+	/* busier than 50 %: it waits, until twice the growth (6 GiB) */
+	ck_assert_int_eq(cow_gc_auto_due(&a, 7 * G, PLENTY, false, 51), WAIT);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 10 * G - 1, PLENTY, false, 100), WAIT);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 10 * G, PLENTY, false, 100), RUN);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 2 * G, PLENTY, false, 100), NO);
+	/* a share of the live data below the minimum: the minimum, and twice it */
+	cow_gc_auto_init(&a, 10, 50, G, 0);
 	st = (struct cow_gc_stats){ .disk_after = 2 * G, .live_bytes = 2 * G };
 	cow_gc_auto_ran(&a, &st);
-	ck_assert(!cow_gc_auto_due(&a, 2 * G + G / 5, PLENTY, false));
-	ck_assert(cow_gc_auto_due(&a, 3 * G, PLENTY, false));
-	/* short of free space: as soon as a segment may be freed */
-	cow_gc_auto_init(&a, 100, G, 4 * G);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 2 * G + G / 5, PLENTY, false, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 3 * G, PLENTY, false, 0), RUN);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G - 1, PLENTY, false, 90), WAIT);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G, PLENTY, false, 90), RUN);
+	/* short of free space: as soon as a segment may be freed, however busy */
+	cow_gc_auto_init(&a, 100, 50, G, 4 * G);
 	st = (struct cow_gc_stats){ .disk_after = 4 * G, .live_bytes = 3 * G };
 	cow_gc_auto_ran(&a, &st);
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 63 * MiB, COW_GC_AUTO_LOW_FREE - 1, false));
-	ck_assert(cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE - 1, false));
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE, false));
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 63 * MiB, COW_GC_AUTO_LOW_FREE - 1, false, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE - 1, false, 100), RUN);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 64 * MiB, COW_GC_AUTO_LOW_FREE, false, 0), NO);
 	/* old segments to move on: the same */
-	ck_assert(!cow_gc_auto_due(&a, 4 * G + 63 * MiB, PLENTY, true));
-	ck_assert(cow_gc_auto_due(&a, 4 * G + 64 * MiB, PLENTY, true));
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 63 * MiB, PLENTY, true, 0), NO);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 4 * G + 64 * MiB, PLENTY, true, 100), RUN);
+	/* busy limit 100: never waits */
+	cow_gc_auto_init(&a, 100, 100, G, 0);
+	ck_assert_int_eq(cow_gc_auto_due(&a, G, PLENTY, false, 100), RUN);
 	/* 0: never, even short of space or with old segments */
-	cow_gc_auto_init(&a, 0, G, 0);
-	ck_assert(!cow_gc_auto_due(&a, 100 * G, 0, true));
+	cow_gc_auto_init(&a, 0, 50, G, 0);
+	ck_assert_int_eq(cow_gc_auto_due(&a, 100 * G, 0, true, 0), NO);
 }
 END_TEST
 
