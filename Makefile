@@ -33,7 +33,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 B := build
-CORE := crc32c sha256x16 hash io util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify writeback envfile subcmd
+CORE := crc32c sha256x16 hash io powercut util log store tree inode branch ref walk gc fsck postmaster diff schemadiff pg fs pgd control notify writeback envfile subcmd
 CORE_OBJS := $(CORE:%=$(B)/%.o)
 
 all: $(B)/cowfs $(B)/cowfs-git $(B)/cowfsd $(B)/mount.cowfs
@@ -52,7 +52,7 @@ $(B)/libcowfs.a: $(CORE_OBJS) Makefile
 	rm -f $@
 	$(AR) rcs $@ $(CORE_OBJS)
 
-$(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/powercut.o $(B)/libcowfs.a
+$(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/cli_store.o $(B)/pgcli.o $(B)/cicli.o

@@ -51,15 +51,31 @@ static ssize_t pc_pwritev(int fd, const struct iovec *iov, int n, off_t off)
 static ssize_t pc_pread(int fd, void *buf, size_t len, off_t off) { return pread(fd, buf, len, off); }
 static int pc_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
 
+static cow_powercut_hook sync_hook;
+
+void cow_powercut_set_hook(cow_powercut_hook hook)
+{
+	pthread_mutex_lock(&lock);
+	sync_hook = hook;
+	pthread_mutex_unlock(&lock);
+}
+
 static int pc_fdatasync(int fd)
 {
+	pthread_mutex_lock(&lock);
+	cow_powercut_hook hook = sync_hook;
+	pthread_mutex_unlock(&lock);
+	int r = hook ? hook(fd) : 0;
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
 	/* A write is covered once an fdatasync that started after it returns:
 	 * until then a cut garbles it (and nobody was told it was durable). */
 	pthread_mutex_lock(&lock);
 	uint64_t start = next_seq;
 	pthread_mutex_unlock(&lock);
-	int r = fdatasync(fd);
-	if (r < 0)
+	if ((r = fdatasync(fd)) < 0)
 		return r;
 	pthread_mutex_lock(&lock);
 	size_t j = 0;
@@ -71,7 +87,45 @@ static int pc_fdatasync(int fd)
 	return 0;
 }
 
-static const struct cow_io powercut_io = { pc_pwritev, pc_pread, pc_fdatasync, pc_ftruncate };
+const struct cow_io cow_powercut_io = { pc_pwritev, pc_pread, pc_fdatasync, pc_ftruncate };
+
+void cow_powercut_reset(void)
+{
+	pthread_mutex_lock(&lock);
+	npend = 0;
+	pthread_mutex_unlock(&lock);
+}
+
+size_t cow_powercut_unsynced(void)
+{
+	pthread_mutex_lock(&lock);
+	size_t n = npend;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+int cow_powercut_garble(bool keep_locked)
+{
+	pthread_mutex_lock(&lock);
+	int r = (int)npend;
+	for (size_t i = 0; i < npend; i++) {
+		uint8_t g[4096];
+		for (size_t k = 0; k < sizeof g; k++)
+			g[k] = (uint8_t)(0xa5 ^ (k * 31) ^ i);
+		for (size_t done = 0; done < pend[i].len;) {
+			size_t n = COW_MIN(sizeof g, pend[i].len - done);
+			if (pwrite(pend[i].fd, g, n, pend[i].off + (off_t)done) != (ssize_t)n) {
+				r = -EIO;
+				break;
+			}
+			done += n;
+		}
+	}
+	npend = 0;
+	if (!keep_locked)
+		pthread_mutex_unlock(&lock);
+	return r;
+}
 
 static void *wait_for_cut(void *arg)
 {
@@ -83,21 +137,11 @@ static void *wait_for_cut(void *arg)
 		;
 	/* Holding the lock to the end: no write lands and no sync returns
 	 * (so nothing more is acknowledged) from here on. */
-	pthread_mutex_lock(&lock);
-	size_t garbled = 0;
-	for (size_t i = 0; i < npend; i++) {
-		uint8_t g[4096];
-		for (size_t k = 0; k < sizeof g; k++)
-			g[k] = (uint8_t)(0xa5 ^ (k * 31) ^ i);
-		for (size_t done = 0; done < pend[i].len;) {
-			size_t n = COW_MIN(sizeof g, pend[i].len - done);
-			if (pwrite(pend[i].fd, g, n, pend[i].off + (off_t)done) != (ssize_t)n)
-				break;
-			done += n;
-		}
-		garbled++;
-	}
-	cow_warn("simulated power cut: %zu unsynced log writes garbled; exiting", garbled);
+	int r = cow_powercut_garble(true);
+	if (r < 0)
+		cow_warn("simulated power cut: a garbage write failed; exiting");
+	else
+		cow_warn("simulated power cut: %d unsynced log writes garbled; exiting", r);
 	_exit(0);
 	return NULL;
 }
@@ -110,7 +154,7 @@ int cow_powercut_arm(void)
 	int r = pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (r)
 		return -r;
-	cow_io_set(&powercut_io);
+	cow_io_set(&cow_powercut_io);
 	return 0;
 }
 

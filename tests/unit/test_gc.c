@@ -509,7 +509,7 @@ START_TEST(test_gc_crash_at_every_sync)
 		if (pid == 0) {
 			crashio_reset();
 			crashio_crash_at = k; /* writes not yet covered by a sync turn to garbage there */
-			cow_io_set(&crashio);
+			cow_io_set(&cow_powercut_io);
 			struct cow_fs *fs;
 			if (cow_fs_open(e.path, &fs) < 0)
 				_exit(6);

@@ -67,7 +67,7 @@ static struct cow_log *open_under_crashio(char **ret_tmp, char *dir)
 	snprintf(dir, 512, "%s/seg", *ret_tmp);
 	ck_assert_int_eq(cow_log_create(dir), 0);
 	crashio_reset();
-	cow_io_set(&crashio);
+	cow_io_set(&cow_powercut_io);
 	struct cow_log *log;
 	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
 	return log;
