@@ -340,7 +340,8 @@ static void *cleaner(void *arg)
 			v = cow_gc_auto_due(&a, disk, free_now, old, busy);
 		if (v == COW_GC_AUTO_WAIT && !waiting)
 			cow_info("gc: a collection is due (%llu MiB of growth) but the CPUs are %u %% busy "
-				 "(autogc_busy=%u): it waits for a quieter moment, at most until twice that growth",
+				 "(autogc_busy=%u): it waits for a quieter moment, at most until the store has grown "
+				 "twice as much as made it due",
 				 (unsigned long long)((disk - a.base_disk) >> 20), busy, a.busy_max);
 		waiting = v == COW_GC_AUTO_WAIT;
 		if (v == COW_GC_AUTO_RUN) {
