@@ -231,7 +231,7 @@ int cmd_store_job(int argc, char **argv)
 {
 	const char *cmd = argv[0], *store = NULL, *mnt = NULL, *pos = NULL;
 	bool as_json = false;
-	long threshold = 0;
+	uint64_t threshold = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
 			store = argv[++i];
@@ -240,9 +240,7 @@ int cmd_store_job(int argc, char **argv)
 		else if (strcmp(argv[i], "--json") == 0)
 			as_json = true;
 		else if (strcmp(cmd, "gc") == 0 && strcmp(argv[i], "--threshold") == 0 && i + 1 < argc) {
-			char *end;
-			threshold = strtol(argv[++i], &end, 10);
-			if (*end || threshold < 1 || threshold > 100) {
+			if (cow_parse_uint(argv[++i], 1, 100, &threshold) < 0) {
 				cow_err("--threshold %s: give a percentage from 1 to 100", argv[i]);
 				return 2;
 			}
@@ -257,7 +255,7 @@ int cmd_store_job(int argc, char **argv)
 		store = pos;
 	json_t *req = json_pack("{s:s}", "cmd", cmd);
 	if (threshold)
-		json_object_set_new(req, "threshold", json_integer(threshold));
+		json_object_set_new(req, "threshold", json_integer((json_int_t)threshold));
 	char path[4096];
 	if (find_store(store, mnt, path, sizeof path) < 0) {
 		json_decref(req);

@@ -97,13 +97,13 @@ static int parse_o(struct opts *o, char *list)
 {
 	for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		char *end;
+		uint64_t n;
 		if (strncmp(tok, "checkpoint=", 11) == 0) {
-			unsigned long v = strtoul(tok + 11, &end, 10);
-			if (*end || v == 0 || v > 86400) {
+			if (cow_parse_uint(tok + 11, 1, 86400, &n) < 0) {
 				cow_err("checkpoint=%s: give a number of seconds from 1 to 86400", tok + 11);
 				return -EINVAL;
 			}
-			o->checkpoint = (unsigned)v;
+			o->checkpoint = (unsigned)n;
 		} else if (strncmp(tok, "grace=", 6) == 0) {
 			if (cow_parse_duration(tok + 6, &o->grace) < 0) {
 				cow_err("grace=%s: give a duration such as 3600, 90m, 24h or 7d", tok + 6);
@@ -117,19 +117,17 @@ static int parse_o(struct opts *o, char *list)
 			}
 			o->reap = (unsigned)v;
 		} else if (strncmp(tok, "autogc=", 7) == 0) {
-			unsigned long v = strtoul(tok + 7, &end, 10);
-			if (!tok[7] || *end || v > 10000) {
+			if (cow_parse_uint(tok + 7, 0, 10000, &n) < 0) {
 				cow_err("autogc=%s: give a percentage from 0 (off) to 10000", tok + 7);
 				return -EINVAL;
 			}
-			o->autogc = (unsigned)v;
+			o->autogc = (unsigned)n;
 		} else if (strncmp(tok, "autogc_busy=", 12) == 0) {
-			unsigned long v = strtoul(tok + 12, &end, 10);
-			if (!tok[12] || *end || v > 100) {
+			if (cow_parse_uint(tok + 12, 0, 100, &n) < 0) {
 				cow_err("autogc_busy=%s: give a percentage from 0 to 100 (never wait)", tok + 12);
 				return -EINVAL;
 			}
-			o->autogc_busy = (unsigned)v;
+			o->autogc_busy = (unsigned)n;
 		} else if (strncmp(tok, "timeout=", 8) == 0) {
 			double v = strtod(tok + 8, &end);
 			if (*end || v < 0 || v > 86400) {

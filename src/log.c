@@ -294,10 +294,8 @@ static int segment_create(const char *dir, uint32_t seg, int *ret_fd)
  * of two, 4 to COW_LOG_WINDOW) lets a log span only W segments. */
 static uint32_t test_env(const char *name, uint32_t dflt, uint32_t min, uint32_t max)
 {
-	const char *v = getenv(name);
-	char *end;
-	unsigned long long n = v ? strtoull(v, &end, 0) : 0;
-	return v && *v && !*end && n >= min && n <= max ? (uint32_t)n : dflt;
+	uint64_t n;
+	return cow_parse_uint(getenv(name), min, max, &n) == 0 ? (uint32_t)n : dflt;
 }
 
 static uint32_t test_window(void)

@@ -231,6 +231,18 @@ char *cow_str_take(struct cow_str *s)
 	return s->p;
 }
 
+int cow_parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	if (!text || !*text)
+		return -EINVAL;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (*end || v < min || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
 int cow_cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;

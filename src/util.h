@@ -45,6 +45,10 @@ int cow_fsync_path(const char *path);
  * (negative, empty, trailing junk, or more than 100 years). */
 int cow_parse_duration(const char *text, int64_t *ret_sec);
 
+/* A whole decimal number (strtoull(3)'s syntax) from MIN to MAX -> *RET;
+ * -EINVAL for anything else (empty, trailing junk, out of range). */
+int cow_parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *ret);
+
 /* qsort(3) comparison of two uint32_t, ascending. */
 int cow_cmp_u32(const void *a, const void *b);
 
