@@ -426,15 +426,18 @@ int main(int argc, char **argv)
 	}
 	int loop = r < 0 ? r : fuse_session_loop_mt(se, cfg);
 	fuse_loop_cfg_destroy(cfg);
-	/* The session is over.  A SIGTERM now (systemd sends one right after
-	 * ExecStop's umount) must not cut the final checkpoint short. */
+	/* The session is over.  A SIGTERM now (systemd's, after an umount by
+	 * hand, or a second one) must not cut the final checkpoint short. */
 	fuse_remove_signal_handlers(se);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	cow_notify("STOPPING=1\nSTATUS=unmounting; final checkpoint");
 	cow_control_stop(control);
-	cow_pgd_stop(pgd, se); /* Postgres started on demand stops while the mount is still served */
+	/* After a signal the mount is still there, and so may be Postgres on
+	 * it: pgd stops it while serving the mount (an unmount ends the loop
+	 * only once nothing uses the mount). */
+	cow_pgd_stop(pgd, loop > 0 ? se : NULL);
 	/* Unmounting ends the connection, which fails a statfs still waiting. */
 	fuse_session_unmount(se);
 	if (ready_started)

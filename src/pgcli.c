@@ -25,7 +25,7 @@ struct opts {
 	const char *store, *mnt, *bindir, *format, *user, *dbname, *mode, *idle, *log;
 	const char *pgopts; /* for pg_ctl -o */
 	unsigned timeout;
-	bool json;
+	bool json, all;
 };
 
 /* What the daemon says about a branch's Postgres (pg.info). */
@@ -62,6 +62,7 @@ static void usage(FILE *f)
 		"usage: cowfs pg COMMAND [OPTIONS] BRANCH\n"
 		"  start BRANCH [--timeout SECONDS] [--log FILE]   start Postgres on the branch (as its owner)\n"
 		"  stop BRANCH [--mode smart|fast|immediate]       stop it (default fast)\n"
+		"  stop --all [--mode ...]                         stop every Postgres on the store's branches\n"
 		"  restart BRANCH                                  stop if running, then start\n"
 		"  status [BRANCH] [--json]                        pid, port, socket directory, uptime\n"
 		"  env BRANCH [--format sh|dotenv|json] [--user U] [--dbname D]\n"
@@ -302,6 +303,43 @@ static int do_stop(const struct opts *o, struct target *t, bool quiet_not_runnin
 	}
 	say("stopped Postgres on branch %s\n", t->name);
 	return 0;
+}
+
+/* stop --all: every Postgres running on the store's branches, started by
+ * hand or on demand; 1 if any could not be stopped. */
+static int do_stop_all(const struct opts *o)
+{
+	char store[4096];
+	if (locate(o, store, sizeof store) < 0)
+		return 1;
+	int r;
+	json_t *reply = ask(store, json_pack("{s:s}", "cmd", "pg.list"), &r);
+	if (!reply)
+		return r;
+	size_t i, n = 0;
+	json_t *pg;
+	r = 0;
+	json_array_foreach(json_object_get(reply, "branches"), i, pg) {
+		struct target t;
+		memset(&t, 0, sizeof t);
+		target_from(pg, &t);
+		snprintf(t.store, sizeof t.store, "%s", store);
+		if (!running(&t))
+			continue;
+		n++;
+		if (getuid() != 0 && getuid() != t.owner) {
+			char u[64];
+			cow_err("branch '%s' belongs to %s (uid %u): only that user or root may stop its Postgres", t.name,
+				user_name(t.owner, u, sizeof u), (unsigned)t.owner);
+			r = 1;
+		} else if (do_stop(o, &t, true) != 0) {
+			r = 1;
+		}
+	}
+	json_decref(reply);
+	if (n == 0)
+		say("no Postgres runs on this store's branches\n");
+	return r;
 }
 
 static int do_start(const struct opts *o, struct target *t)
@@ -641,6 +679,8 @@ int pgcli_main(int argc, char **argv)
 			o.timeout = (unsigned)s;
 		} else if (strcmp(a, "--json") == 0) {
 			o.json = true;
+		} else if (strcmp(a, "--all") == 0) {
+			o.all = true;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -664,6 +704,11 @@ int pgcli_main(int argc, char **argv)
 	}
 	if (!sub)
 		goto usage;
+	if (o.all) {
+		if (strcmp(sub, "stop") != 0 || name)
+			goto usage;
+		return do_stop_all(&o);
+	}
 	if (strcmp(sub, "status") == 0 && !extra)
 		return do_status(&o, name);
 	if (!name)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -920,6 +921,93 @@ int cow_pgd_start(struct cow_fs *fs, const char *mountpoint, const char *bindir,
 	return 0;
 }
 
+/* A Postgres started by hand (cowfs pg start, pg_ctl, a cowfs-pg@ unit). */
+struct by_hand {
+	pid_t pid;
+	char name[COW_NAME_LEN + 1];
+};
+
+static bool started_by_us(struct cow_pgd *d, pid_t pid)
+{
+	bool ours = false;
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->nods; i++)
+		ours |= d->ods[i]->pid == pid;
+	pthread_mutex_unlock(&d->lock);
+	return ours;
+}
+
+/* The Postgres servers started by hand on the mount's branches: a branch's
+ * postmaster.pid (read through the mount, which the caller serves) names
+ * a live process whose working directory is that branch (so not a pid
+ * reused since a crash).  malloc'd, *RET_N of them. */
+static struct by_hand *find_by_hand(struct cow_pgd *d, size_t *ret_n)
+{
+	*ret_n = 0;
+	struct cow_ref *refs = NULL;
+	size_t n = 0;
+	char mnt[PATH_MAX];
+	struct by_hand *h = NULL;
+	if (cow_fs_branch_list(d->fs, &refs, &n) < 0 || n == 0 || !realpath(d->mnt, mnt) ||
+	    !(h = calloc(n, sizeof *h))) {
+		free(refs);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char datadir[PATH_MAX + COW_NAME_LEN + 2], cwd[sizeof datadir], link[64];
+		snprintf(datadir, sizeof datadir, "%s/%s", mnt, refs[i].name);
+		pid_t pid = cow_pg_running(datadir);
+		if (!pid || started_by_us(d, pid))
+			continue;
+		snprintf(link, sizeof link, "/proc/%d/cwd", (int)pid);
+		ssize_t k = readlink(link, cwd, sizeof cwd - 1);
+		if (k < 0 || (cwd[k] = 0, strcmp(cwd, datadir) != 0))
+			continue;
+		h[*ret_n].pid = pid;
+		snprintf(h[*ret_n].name, sizeof h[*ret_n].name, "%s", refs[i].name);
+		++*ret_n;
+	}
+	free(refs);
+	return h;
+}
+
+/* Stop the postmasters in H (not our children): fast shutdown, then
+ * immediate, then kill, each stage until all are gone or its time is up. */
+static void stop_by_hand(struct by_hand *h, size_t n)
+{
+	static const int sigs[] = { SIGINT, SIGQUIT, SIGKILL };
+	static const int secs[] = { STOP_TIMEOUT_S, 10, 10 };
+	static const char *const what[] = { "a fast shutdown", "an immediate shutdown", "SIGKILL" };
+	for (size_t s = 0; s < COW_ARRAY_SIZE(sigs); s++) {
+		size_t left = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (!h[i].pid)
+				continue;
+			if (!cow_pg_pid_alive(h[i].pid)) {
+				cow_info("pg: stopped Postgres on branch %s", h[i].name);
+				h[i].pid = 0;
+				continue;
+			}
+			if (s > 0)
+				cow_warn("pg: Postgres on branch %s (pid %d) still runs after %d s: %s", h[i].name,
+					 (int)h[i].pid, secs[s - 1], what[s]);
+			kill(h[i].pid, sigs[s]);
+			left++;
+		}
+		for (int t = 0; left && t < secs[s] * 100; t++) {
+			usleep(10000);
+			left = 0;
+			for (size_t i = 0; i < n; i++)
+				left += h[i].pid && cow_pg_pid_alive(h[i].pid);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (h[i].pid && !cow_pg_pid_alive(h[i].pid))
+			cow_info("pg: stopped Postgres on branch %s", h[i].name);
+		else if (h[i].pid)
+			cow_err("pg: Postgres on branch %s (pid %d) survived SIGKILL", h[i].name, (int)h[i].pid);
+}
+
 static void noop_handler(int sig) { (void)sig; }
 
 static void *serve_thread(void *arg)
@@ -938,27 +1026,38 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 	wake(d);
 	pthread_mutex_unlock(&d->lock);
 	pthread_join(d->acceptor, NULL);
-	pthread_mutex_lock(&d->lock);
-	bool running = false;
-	for (size_t i = 0; i < d->nods; i++)
-		running |= d->ods[i]->state != OD_STOPPED;
-	pthread_mutex_unlock(&d->lock);
-	/* Postgres that we started still runs on the mount (the loop ended on a
-	 * signal: an unmount would have failed while it ran).  Its shutdown
-	 * writes to the mount, so serve it meanwhile, on one thread, which a
-	 * signal without SA_RESTART then gets out of its read. */
+	/* The loop ended on a signal, with the mount still there: Postgres may
+	 * run on it, started on demand or by hand.  Its shutdown writes to the
+	 * mount, and finding it reads postmaster.pid files, so serve the mount
+	 * meanwhile, on one thread, which a signal without SA_RESTART then gets
+	 * out of its read. */
 	pthread_t server;
 	bool serving = false;
-	if (running && se) {
+	struct by_hand *hand = NULL;
+	size_t nhand = 0;
+	if (se) {
 		struct sigaction sa = { .sa_handler = noop_handler };
 		sigaction(SIGUSR1, &sa, NULL);
 		fuse_session_reset(se);
 		serving = pthread_create(&server, NULL, serve_thread, se) == 0;
-		cow_info("pg: stopping the Postgres started on demand before exiting");
+	}
+	if (serving)
+		hand = find_by_hand(d, &nhand);
+	for (size_t i = 0; i < nhand; i++) {
+		cow_info("pg: stopping Postgres on branch %s (pid %d, started by hand) before exiting", hand[i].name,
+			 (int)hand[i].pid);
+		kill(hand[i].pid, SIGINT); /* a fast shutdown, alongside those started on demand */
 	}
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < d->nods; i++)
+		if (serving && d->ods[i]->state != OD_STOPPED)
+			cow_info("pg: stopping Postgres on branch %s (started on demand) before exiting", d->ods[i]->name);
+	for (size_t i = 0; i < d->nods; i++)
 		stop_locked(d, d->ods[i]);
+	pthread_mutex_unlock(&d->lock);
+	stop_by_hand(hand, nhand);
+	free(hand);
+	pthread_mutex_lock(&d->lock);
 	/* relays end when Postgres closes; one stuck on a client that reads
 	 * nothing is left behind after a while (the process is ending) */
 	struct timespec until;

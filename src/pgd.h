@@ -22,9 +22,12 @@
  *                                 branches; listen for on-demand ones
  *   cow_control_set_pgd(control, pgd)
  *   ... the file system is served ...
- *   cow_pgd_stop(pgd, se)         after the FUSE loop ended: stops the
- *                                 Postgres it started, serving the mount
- *                                 (one thread) until they are down; frees
+ *   cow_pgd_stop(pgd, se)         after the FUSE loop ended: SE, if the
+ *                                 mount is still there (the loop ended on a
+ *                                 signal), is served (one thread) while every
+ *                                 Postgres on it stops: those it started,
+ *                                 and those started by hand (fast shutdown,
+ *                                 then immediate, then kill); frees
  *
  * From the control socket (control.c):
  *   cow_pgd_handle(pgd, cmd, req, uid)  the reply to a "pg.*" request

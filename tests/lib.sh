@@ -62,6 +62,7 @@ _LIB_TMPDIRS=()
 _LIB_RMDIRS=()
 _LIB_DAEMONS=()
 _LIB_BGPIDS=()
+_LIB_PGKILL=()
 declare -A _LIB_PGPID=()
 _LIB_PGUID=$(id -u postgres 2>/dev/null || echo -1)
 
@@ -72,6 +73,11 @@ _lib_cleanup() {
 	for m in "${_LIB_PGMOUNTS[@]}"; do
 		for d in "$m"/*/; do [ -f "$d/postmaster.pid" ] && _LIB_PGDATA+=("${d%/}"); done
 		_LIB_PGDATA+=("$m")
+	done
+	# postmasters a test expects to end with a daemon (a failure may leave
+	# them on a detached mount, out of reach of the data-directory search)
+	for p in "${_LIB_PGKILL[@]}"; do
+		[ "$(stat -c %u "/proc/$p" 2>/dev/null)" = "$_LIB_PGUID" ] && kill -KILL -- "-$p" "$p" 2>/dev/null
 	done
 	for d in "${_LIB_PGDATA[@]}"; do
 		[ -f "$d/postmaster.pid" ] && timeout 60 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1
@@ -265,6 +271,10 @@ pg_pids() {
 		done
 	} | sort -un | while read -r p; do _lib_alive "$p" && echo "$p"; done
 }
+
+# pg_kill_at_exit PID...: kill these postmasters and their process groups at
+# exit if they still run (as postgres).
+pg_kill_at_exit() { _LIB_PGKILL+=("$@"); }
 
 pg_kill9() {
 	local d=$1 pm pids left p _

@@ -18,8 +18,11 @@
 #     a hand-typed pg_ctl on the port refuses; reset of an on-demand branch;
 #   delete of a branch with Postgres running (by hand or on demand) stops it
 #     first, and the daemon stops listening on an on-demand branch's port;
-#   ports and on-demand survive umount + mount; SIGTERM to the daemon stops the
-#     Postgres it started and exits cleanly.
+#   umount is refused while Postgres runs; `cowfs pg stop --all` stops every
+#     Postgres on the store, by hand or on demand, and then umount works;
+#   ports and on-demand survive umount + mount; SIGTERM to the daemon (what
+#     systemctl stop sends) shuts down every Postgres on the mount cleanly,
+#     the one it started and one started by hand, then unmounts and exits.
 source "$(dirname "$0")/../lib.sh"
 
 C=$COWFS_BIN/cowfs
@@ -229,7 +232,19 @@ br delete e --now >/dev/null && br delete d --now >/dev/null || fail "delete d, 
 pass "a branch of a snapshot gets its own port ($pe); restore keeps the branch's ($pd)"
 
 # --- umount + mount: same ports, on demand again ------------------------------------------------------
-pgc stop b >/dev/null; pgc stop a >/dev/null && pgc stop main >/dev/null || fail "stop before umount"
+# stop --all: main and a started by hand, b on demand (a query starts it)
+pgc start main >/dev/null 2>&1
+[ "$(q "$url_b" -c 'SELECT count(*) FROM t')" = 2 ] || fail "on-demand b before stop --all"
+[ -n "$(pm_of main)" ] && [ -n "$(pm_of a)" ] && [ -n "$(pm_of b)" ] || fail "main, a and b are not all running"
+umount "$mnt" 2>/dev/null && fail "umount succeeded with Postgres running on the mount"
+pgc stop --all main >/dev/null 2>&1; rc=$?
+[ $rc -eq 2 ] || fail "cowfs pg stop --all main: exit $rc, expected 2 (usage)"
+[ -n "$(pm_of main)" ] || fail "a refused stop --all stopped main"
+out=$(pgc stop --all) || fail "cowfs pg stop --all: $out"
+for b in main a b; do [ -z "$(pm_of "$b")" ] || fail "Postgres still runs on $b after stop --all"; done
+[ "$(printf '%s\n' "$out" | grep -c '^stopped Postgres on branch')" = 3 ] || fail "stop --all said: $out"
+expect "stop --all with nothing running" 0 "no Postgres runs" pgc stop --all
+pass "stop --all stopped main and a (by hand) and b (on demand)"
 before=$(pgc status | awk 'NR > 1 { print $1 ":" $4 }' | sort | tr '\n' ' ')
 cowfs_umount "$mnt" || fail "umount with every Postgres stopped"
 cowfs_mount "$store" "$mnt" || fail "remount"
@@ -240,19 +255,26 @@ pgc start main >/dev/null || fail "start main after remount"
 [ "$(q "$url_b" -c 'SELECT count(*) FROM t')" = 2 ] || fail "on-demand b after remount"
 pass "after umount + mount: the same ports ($after), main starts, b still on demand"
 
-# --- SIGTERM to the daemon with an on-demand Postgres running --------------------------------------------
-pgc stop main >/dev/null || fail "stop main"
-pid_b=$(pm_of b)
+# --- SIGTERM to the daemon (systemctl stop) with Postgres running on demand and by hand ------------------
+pid_b=$(pm_of b) pid_m=$(pm_of main)
 [ -n "$pid_b" ] || fail "b not running"
+[ -n "$pid_m" ] || fail "main not running"
+pg_kill_at_exit "$pid_b" "$pid_m"
 dpid=$(cowfs_daemon_pid "$mnt")
 kill -TERM "$dpid" || fail "kill -TERM $dpid"
-for _ in $(seq 1 300); do _lib_alive "$dpid" || break; sleep 0.1; done
-_lib_alive "$dpid" && fail "the daemon did not exit within 30 s of SIGTERM"
+for _ in $(seq 1 600); do _lib_alive "$dpid" || break; sleep 0.1; done
+_lib_alive "$dpid" && fail "the daemon did not exit within 60 s of SIGTERM"
 _lib_alive "$pid_b" && fail "Postgres started on demand outlived the daemon"
-grep -q "$mnt" /proc/mounts && cowfs_clear_dead "$mnt"
+_lib_alive "$pid_m" && fail "Postgres started by hand on main outlived the daemon"
+if grep -q " $mnt " /proc/mounts; then cowfs_clear_dead "$mnt"; fail "the daemon exited and left $mnt mounted"; fi
 grep -q "database system is shut down" "$sock_b/postgres.log" || fail "b's Postgres was not shut down cleanly"
-pass "SIGTERM: the daemon shut down the Postgres it started, then exited"
+grep -q "database system is shut down" "$sock/postgres.log" || fail "main's Postgres was not shut down cleanly"
 cowfs_mount "$store" "$mnt" || fail "mount after SIGTERM"
+for b in main b; do
+	st=$(runuser -u postgres -- "$PGBIN/pg_controldata" "$mnt/$b" | sed -n 's/^Database cluster state: *//p')
+	[ "$st" = "shut down" ] || fail "after SIGTERM, $b's cluster state is '$st', not 'shut down'"
+done
+pass "SIGTERM: the daemon shut down Postgres on main (by hand) and b (on demand) cleanly, unmounted and exited"
 [ "$(q "$url_b" -c 'SELECT count(*) FROM t')" = 2 ] || fail "on-demand b after the daemon's restart"
 pgc stop b >/dev/null || fail "stop b"
 cowfs_umount "$mnt" || fail "final umount"
