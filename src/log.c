@@ -236,6 +236,16 @@ static int zero_range(int fd, uint64_t from, uint64_t to)
 	return 0;
 }
 
+/* Make [from, to) of FD read as zeros after a failed write there: punch
+ * it out (no space needed, so this works on a full disk), or else
+ * overwrite it with zeros. */
+static int clear_range(int fd, uint64_t from, uint64_t to)
+{
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)(to - from)) == 0)
+		return 0;
+	return zero_range(fd, from, to);
+}
+
 /* Write DIR/NAME, COW_LOG_SEGMENT_MAX bytes long: zero-filled and synced
  * (so appends change no metadata), or sparse. */
 static int new_segment_file(const char *dir, const char *name, bool zero_fill, int *ret_fd)
@@ -1059,11 +1069,22 @@ int cow_log_append_many(struct cow_log *log, const struct cow_log_rec *recs, int
 			bytes += total[j];
 			j++;
 		}
-		ssize_t w = cow_io_pwritev_all(log->fds[slot(log, log->cur_seg)], v, nv, log->cur_off);
+		int fd = log->fds[slot(log, log->cur_seg)];
+		ssize_t w = cow_io_pwritev_all(fd, v, nv, log->cur_off);
 		if (w < 0) {
-			/* Nothing advanced: the next append overwrites whatever part
-			 * landed, and recovery would clear it as a torn tail. */
+			/* Nothing advanced, but part of the batch may have landed
+			 * (a disk that filled halfway), whole records among it.  A
+			 * shorter append here later would leave those behind the
+			 * log's end, after a torn one, which recovery must take for
+			 * damage.  So they are cleared; if they cannot be, nothing
+			 * more is appended. */
 			r = (int)w;
+			int z = clear_range(fd, log->cur_off, log->cur_off + bytes);
+			if (z < 0) {
+				log->failed = -EIO;
+				cow_err("an append to segment %u failed (%s) and its remains could not be cleared (%s); "
+					"refusing all further writes", log->cur_seg, strerror(-r), strerror(-z));
+			}
 			break;
 		}
 		log->cur_off += (uint32_t)bytes;

@@ -294,6 +294,89 @@ START_TEST(test_sync_failure_is_sticky)
 }
 END_TEST
 
+/* An I/O backend whose next pwritev, once armed, writes all but the last
+ * 100 bytes and then fails with ENOSPC, as a file system does when it
+ * fills in the middle of a write. */
+static int enospc_armed;
+static ssize_t enospc_pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	if (enospc_armed == 0)
+		return pwritev(fd, iov, n, off);
+	if (enospc_armed == 2) {
+		enospc_armed = 0;
+		errno = ENOSPC;
+		return -1;
+	}
+	size_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	uint8_t *flat = malloc(total), *p = flat;
+	for (int i = 0; i < n; i++)
+		p = (uint8_t *)memcpy(p, iov[i].iov_base, iov[i].iov_len) + iov[i].iov_len;
+	enospc_armed = 2;
+	ssize_t w = pwrite(fd, flat, total - 100, off);
+	free(flat);
+	return w;
+}
+
+static ssize_t enospc_pread(int fd, void *buf, size_t len, off_t off) { return pread(fd, buf, len, off); }
+static int enospc_fdatasync(int fd) { return fdatasync(fd); }
+static int enospc_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
+static const struct cow_io enospc_io = { enospc_pwritev, enospc_pread, enospc_fdatasync, enospc_ftruncate };
+
+/* A batch that failed halfway (a full disk) leaves no record behind the
+ * log's end: a later, shorter append and a reopen see the log as it was
+ * plus that append, not damage followed by valid records. */
+START_TEST(test_failed_append_leaves_nothing)
+{
+	char *tmp = tu_tmpdir(), dir[512];
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	cow_io_set(&enospc_io);
+	struct cow_log *log;
+	ck_assert_int_eq(cow_log_open(dir, NULL, NULL, &log), 0);
+	uint8_t *buf = malloc(3 * 9000);
+	uint64_t pos[4];
+	for (int i = 0; i < 2; i++) {
+		memset(buf, i + 1, 5000);
+		struct iovec iov = { buf, 5000 };
+		ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &pos[i]), 0);
+	}
+	ck_assert_int_eq(cow_log_sync(log), 0);
+	/* three records of 9000 bytes in one write, of which all but the last
+	 * 100 bytes land: the first two whole */
+	struct iovec iov[3];
+	struct cow_log_rec recs[3];
+	for (int i = 0; i < 3; i++) {
+		memset(buf + i * 9000, 0xa0 + i, 9000);
+		iov[i] = (struct iovec){ buf + i * 9000, 9000 };
+		recs[i] = (struct cow_log_rec){ COW_REC_OBJ, &iov[i], 1 };
+	}
+	uint64_t bpos[3];
+	int done = -1;
+	enospc_armed = 1;
+	ck_assert_int_eq(cow_log_append_many(log, recs, 3, bpos, &done), -ENOSPC);
+	ck_assert_int_eq(done, 0);
+	/* the log goes on: a short record where the batch began */
+	memset(buf, 3, 10);
+	struct iovec small = { buf, 10 };
+	ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &small, 1, &pos[2]), 0);
+	ck_assert_int_eq(cow_log_sync(log), 0);
+	cow_log_close(log);
+	cow_io_set(NULL);
+	struct seen s = { 0 };
+	ck_assert_int_eq(cow_log_open(dir, collect, &s, &log), 0);
+	ck_assert_int_eq(s.n, 3);
+	ck_assert_uint_eq(s.pos[2], pos[2]);
+	ck_assert_int_eq(s.first[2], 3);
+	ck_assert_uint_eq(s.len[2], 10);
+	cow_log_close(log);
+	free(buf);
+	tu_rmrf(tmp);
+	free(tmp);
+}
+END_TEST
+
 struct gc_arg {
 	struct cow_log *log;
 	pthread_barrier_t *bar;
@@ -818,6 +901,7 @@ int main(void)
 	tcase_add_test(tc, test_damage_mid_log_is_refused);
 	tcase_add_test(tc, test_crash_garbles_unsynced);
 	tcase_add_test(tc, test_sync_failure_is_sticky);
+	tcase_add_test(tc, test_failed_append_leaves_nothing);
 	tcase_add_test(tc, test_group_commit);
 	tcase_add_test(tc, test_sync_then);
 	tcase_add_test(tc, test_scan_while_appending);
