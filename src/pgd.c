@@ -151,20 +151,58 @@ static void put_locked(struct od *o)
 
 /* ---- starting and stopping Postgres -------------------------------------- */
 
-/* Stop the postmaster PID (our child): fast shutdown, then immediate, then kill. */
-static void stop_postgres(pid_t pid)
+/* A postmaster to stop, and the branch it serves (for messages). */
+struct postmaster {
+	pid_t pid;
+	char name[COW_NAME_LEN + 1];
+};
+
+/* Has PID exited?  Our child is reaped; another process is looked up. */
+static bool exited(pid_t pid)
+{
+	pid_t w = waitpid(pid, NULL, WNOHANG);
+	return w == pid || (w < 0 && errno == ECHILD && !cow_pg_pid_alive(pid));
+}
+
+/* Stop the postmasters P[0..N), our children or not: fast shutdown, then
+ * immediate, then kill, each stage until all have exited or its time is
+ * up.  The pid of each that exited becomes 0. */
+static void stop_postmasters(struct postmaster *p, size_t n)
 {
 	static const int sigs[] = { SIGINT, SIGQUIT, SIGKILL };
 	static const int secs[] = { STOP_TIMEOUT_S, 10, 10 };
-	for (size_t i = 0; i < COW_ARRAY_SIZE(sigs); i++) {
-		kill(pid, sigs[i]);
-		for (int t = 0; t < secs[i] * 100; t++) {
-			pid_t w = waitpid(pid, NULL, WNOHANG);
-			if (w == pid || (w < 0 && errno == ECHILD))
-				return;
+	static const char *const what[] = { "a fast shutdown", "an immediate shutdown", "SIGKILL" };
+	for (size_t s = 0; s < COW_ARRAY_SIZE(sigs); s++) {
+		size_t left = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (p[i].pid && exited(p[i].pid))
+				p[i].pid = 0;
+			if (!p[i].pid)
+				continue;
+			if (s > 0)
+				cow_warn("pg: Postgres on branch %s (pid %d) still runs after %d s: %s", p[i].name,
+					 (int)p[i].pid, secs[s - 1], what[s]);
+			kill(p[i].pid, sigs[s]);
+			left++;
+		}
+		for (int t = 0; left && t < secs[s] * 100; t++) {
 			usleep(10000);
+			left = 0;
+			for (size_t i = 0; i < n; i++) {
+				if (p[i].pid && exited(p[i].pid))
+					p[i].pid = 0;
+				left += p[i].pid != 0;
+			}
 		}
 	}
+}
+
+/* Stop the postmaster PID of branch NAME, our child. */
+static void stop_postgres(pid_t pid, const char *name)
+{
+	struct postmaster p = { .pid = pid };
+	snprintf(p.name, sizeof p.name, "%s", name);
+	stop_postmasters(&p, 1);
 }
 
 /* Start Postgres for O on a private port and wait until it takes
@@ -264,7 +302,7 @@ static int spawn_postgres(struct cow_pgd *d, struct od *o, pid_t *ret_pid, uint1
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if (t.tv_sec - t0.tv_sec > START_TIMEOUT_S) {
-			stop_postgres(pid);
+			stop_postgres(pid, o->name);
 			snprintf(why, wn, "Postgres did not take connections within %d s (log: %s)", START_TIMEOUT_S, logpath);
 			return -ETIMEDOUT;
 		}
@@ -333,7 +371,7 @@ static void finish_stop_locked(struct cow_pgd *d, struct od *o)
 {
 	pid_t pid = o->pid;
 	pthread_mutex_unlock(&d->lock);
-	stop_postgres(pid);
+	stop_postgres(pid, o->name);
 	pthread_mutex_lock(&d->lock);
 	o->state = OD_STOPPED;
 	o->pid = 0;
@@ -921,12 +959,6 @@ int cow_pgd_start(struct cow_fs *fs, const char *mountpoint, const char *bindir,
 	return 0;
 }
 
-/* A Postgres started by hand (cowfs pg start, pg_ctl, a cowfs-pg@ unit). */
-struct by_hand {
-	pid_t pid;
-	char name[COW_NAME_LEN + 1];
-};
-
 static bool started_by_us(struct cow_pgd *d, pid_t pid)
 {
 	bool ours = false;
@@ -937,17 +969,18 @@ static bool started_by_us(struct cow_pgd *d, pid_t pid)
 	return ours;
 }
 
-/* The Postgres servers started by hand on the mount's branches: a branch's
- * postmaster.pid (read through the mount, which the caller serves) names
- * a live process whose working directory is that branch (so not a pid
- * reused since a crash).  malloc'd, *RET_N of them. */
-static struct by_hand *find_by_hand(struct cow_pgd *d, size_t *ret_n)
+/* The Postgres servers started by hand (cowfs pg start, pg_ctl, a
+ * cowfs-pg@ unit) on the mount's branches: a branch's postmaster.pid (read
+ * through the mount, which the caller serves) names a live process whose
+ * working directory is that branch (so not a pid reused since a crash).
+ * malloc'd, *RET_N of them. */
+static struct postmaster *find_by_hand(struct cow_pgd *d, size_t *ret_n)
 {
 	*ret_n = 0;
 	struct cow_ref *refs = NULL;
 	size_t n = 0;
 	char mnt[PATH_MAX];
-	struct by_hand *h = NULL;
+	struct postmaster *h = NULL;
 	if (cow_fs_branch_list(d->fs, &refs, &n) < 0 || n == 0 || !realpath(d->mnt, mnt) ||
 	    !(h = calloc(n, sizeof *h))) {
 		free(refs);
@@ -969,43 +1002,6 @@ static struct by_hand *find_by_hand(struct cow_pgd *d, size_t *ret_n)
 	}
 	free(refs);
 	return h;
-}
-
-/* Stop the postmasters in H (not our children): fast shutdown, then
- * immediate, then kill, each stage until all are gone or its time is up. */
-static void stop_by_hand(struct by_hand *h, size_t n)
-{
-	static const int sigs[] = { SIGINT, SIGQUIT, SIGKILL };
-	static const int secs[] = { STOP_TIMEOUT_S, 10, 10 };
-	static const char *const what[] = { "a fast shutdown", "an immediate shutdown", "SIGKILL" };
-	for (size_t s = 0; s < COW_ARRAY_SIZE(sigs); s++) {
-		size_t left = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (!h[i].pid)
-				continue;
-			if (!cow_pg_pid_alive(h[i].pid)) {
-				cow_info("pg: stopped Postgres on branch %s", h[i].name);
-				h[i].pid = 0;
-				continue;
-			}
-			if (s > 0)
-				cow_warn("pg: Postgres on branch %s (pid %d) still runs after %d s: %s", h[i].name,
-					 (int)h[i].pid, secs[s - 1], what[s]);
-			kill(h[i].pid, sigs[s]);
-			left++;
-		}
-		for (int t = 0; left && t < secs[s] * 100; t++) {
-			usleep(10000);
-			left = 0;
-			for (size_t i = 0; i < n; i++)
-				left += h[i].pid && cow_pg_pid_alive(h[i].pid);
-		}
-	}
-	for (size_t i = 0; i < n; i++)
-		if (h[i].pid && !cow_pg_pid_alive(h[i].pid))
-			cow_info("pg: stopped Postgres on branch %s", h[i].name);
-		else if (h[i].pid)
-			cow_err("pg: Postgres on branch %s (pid %d) survived SIGKILL", h[i].name, (int)h[i].pid);
 }
 
 static void noop_handler(int sig) { (void)sig; }
@@ -1033,7 +1029,7 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 	 * out of its read. */
 	pthread_t server;
 	bool serving = false;
-	struct by_hand *hand = NULL;
+	struct postmaster *hand = NULL;
 	size_t nhand = 0;
 	if (se) {
 		struct sigaction sa = { .sa_handler = noop_handler };
@@ -1055,7 +1051,12 @@ void cow_pgd_stop(struct cow_pgd *d, struct fuse_session *se)
 	for (size_t i = 0; i < d->nods; i++)
 		stop_locked(d, d->ods[i]);
 	pthread_mutex_unlock(&d->lock);
-	stop_by_hand(hand, nhand);
+	stop_postmasters(hand, nhand);
+	for (size_t i = 0; i < nhand; i++)
+		if (hand[i].pid)
+			cow_err("pg: Postgres on branch %s (pid %d) survived SIGKILL", hand[i].name, (int)hand[i].pid);
+		else
+			cow_info("pg: stopped Postgres on branch %s", hand[i].name);
 	free(hand);
 	pthread_mutex_lock(&d->lock);
 	/* relays end when Postgres closes; one stuck on a client that reads
