@@ -154,6 +154,18 @@ static int locate(const struct opts *o, char *store, size_t n)
 	return 0;
 }
 
+/* May the caller VERB the Postgres of branch NAME, owned by OWNER (its own
+ * branch, or root)?  If not, says why. */
+static bool caller_may(const char *name, uid_t owner, const char *verb)
+{
+	if (getuid() == 0 || getuid() == owner)
+		return true;
+	char u[64];
+	cow_err("branch '%s' belongs to %s (uid %u): only that user or root may %s its Postgres", name,
+		user_name(owner, u, sizeof u), (unsigned)owner, verb);
+	return false;
+}
+
 /* Find NAME's store, check (through the mount, so that it works without
  * the daemon) that it exists and that the caller may VERB its Postgres
  * (VERB NULL: anyone may), then ask the daemon.  1 after printing why. */
@@ -185,12 +197,8 @@ static int target_get(const struct opts *o, const char *name, const char *verb, 
 				cow_err("%s: %s", dir, strerror(errno));
 			return 1;
 		}
-		if (verb && getuid() != 0 && getuid() != st.st_uid) {
-			char u[64];
-			cow_err("branch '%s' belongs to %s (uid %u): only that user or root may %s its Postgres", name,
-				user_name(st.st_uid, u, sizeof u), (unsigned)st.st_uid, verb);
+		if (verb && !caller_may(name, st.st_uid, verb))
 			return 1;
-		}
 	}
 	int r;
 	json_t *reply = ask(t->store, json_pack("{s:s, s:s}", "cmd", "pg.info", "name", name), &r);
@@ -327,14 +335,8 @@ static int do_stop_all(const struct opts *o)
 		if (!running(&t))
 			continue;
 		n++;
-		if (getuid() != 0 && getuid() != t.owner) {
-			char u[64];
-			cow_err("branch '%s' belongs to %s (uid %u): only that user or root may stop its Postgres", t.name,
-				user_name(t.owner, u, sizeof u), (unsigned)t.owner);
+		if (!caller_may(t.name, t.owner, "stop") || do_stop(o, &t, true) != 0)
 			r = 1;
-		} else if (do_stop(o, &t, true) != 0) {
-			r = 1;
-		}
 	}
 	json_decref(reply);
 	if (n == 0)
