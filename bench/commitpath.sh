@@ -21,7 +21,7 @@
 SCALE=${SCALE:-50}
 DURATION=${DURATION:-20}
 TRACE=${TRACE:-5}
-BENCH_PG_OPTS=${BENCH_PG_OPTS:-"-c shared_buffers=128MB -c max_connections=100 -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=1GB -c checkpoint_timeout=5min"}
+BENCH_PG_OPTS=${BENCH_PG_OPTS:-$BENCH_PG_OPTS_DEFAULT}
 export PG_OPTS=$BENCH_PG_OPTS
 EVENTS="-e syscalls:sys_enter_fdatasync -e syscalls:sys_exit_fdatasync -e fuse:fuse_request_send -e fuse:fuse_request_end -e sched:sched_wakeup -e sched:sched_switch"
 

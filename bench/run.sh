@@ -26,7 +26,8 @@
 #   SCALE=50 DURATION=30     pgbench scale and seconds per timed run
 #   ROUNDS=1                 repeat the three phases, alternating which side goes first;
 #                            the table shows the means (other load on the machine is noise)
-#   BENCH_PG_OPTS="..."      server options used for both clusters (default below)
+#   BENCH_PG_OPTS="..."      server options used for both clusters (default:
+#                            BENCH_PG_OPTS_DEFAULT in tests/pg/pglib.sh)
 #   COWFS_PLAIN=1            the "cowfs" side is a second plain directory (a check of the
 #                            script and of the noise between two identical runs)
 #   COWFS_BIN=...            directory with cowfs and cowfsd (default: build/)
@@ -36,7 +37,7 @@
 SCALE=${SCALE:-50}
 DURATION=${DURATION:-30}
 ROUNDS=${ROUNDS:-1}
-BENCH_PG_OPTS=${BENCH_PG_OPTS:-"-c shared_buffers=128MB -c max_connections=100 -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=1GB -c checkpoint_timeout=5min"}
+BENCH_PG_OPTS=${BENCH_PG_OPTS:-$BENCH_PG_OPTS_DEFAULT}
 export PG_OPTS=$BENCH_PG_OPTS
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: must run as root" >&2; exit 2; }

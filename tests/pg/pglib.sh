@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# tests/pg/pglib.sh — helpers shared by tests/pg/basic.sh, tests/pg/crash.sh and
-# bench/run.sh. Not a test. Source it after tests/lib.sh.
+# tests/pg/pglib.sh — helpers shared by tests/pg/*.sh, bench/run.sh and
+# bench/commitpath.sh. Not a test. Source it after tests/lib.sh.
 #
 # COWFS_PLAIN=1 replaces every cowfs mount by a plain directory on the local disk:
 # the same Postgres work and the same checks run, minus the mount/umount/daemon
@@ -17,8 +17,11 @@
 #   pg_amcheck_all PORT       pg_amcheck --all --heapallindexed; output in $AMCHECK_OUT
 #   pg_log_tail PORT [N]      last N lines of the server log (for FAIL messages)
 #   cowfs_require             fail unless build/cowfs and build/cowfsd exist (or plain mode)
+#   BENCH_PG_OPTS_DEFAULT     the server options of the benches (bench/run.sh,
+#                             bench/commitpath.sh) unless BENCH_PG_OPTS is set
 
 COWFS_PLAIN=${COWFS_PLAIN:-0}
+BENCH_PG_OPTS_DEFAULT="-c shared_buffers=128MB -c max_connections=100 -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=1GB -c checkpoint_timeout=5min"
 
 cowfs_require() {
 	[ "$COWFS_PLAIN" = 1 ] && return 0
