@@ -684,7 +684,8 @@ static int dropped_write(struct cow_log *log, const uint32_t *segs, size_t nsegs
 	struct drop_range *v = malloc((log->ndropped + nsegs) * sizeof *v);
 	if (!v)
 		return -ENOMEM;
-	memcpy(v, log->dropped, log->ndropped * sizeof *v);
+	if (log->ndropped)
+		memcpy(v, log->dropped, log->ndropped * sizeof *v);
 	size_t n = log->ndropped;
 	for (size_t i = 0; i < nsegs; i++)
 		v[n++] = (struct drop_range){ segs[i], segs[i] };
