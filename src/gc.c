@@ -253,6 +253,10 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 	}
 	free(kept);
 	qsort(todo, ntodo, sizeof *todo, cow_cmp_u32);
+	/* Without a plan (no memory for it), each segment is read whole. */
+	struct cow_store_plan *plan = NULL;
+	if (ntodo && cow_store_plan(g->s, todo, ntodo, &plan) < 0)
+		plan = NULL;
 	struct cow_store_sweep acc = { 0 };
 	for (size_t i = 0; i < ntodo && r == 0; i++) {
 		if (g->o.progress) {
@@ -262,7 +266,7 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 				break;
 			}
 		}
-		r = cow_store_relocate(g->s, todo[i], &acc);
+		r = cow_store_relocate(g->s, todo[i], plan, &acc);
 		if (r == 0) {
 			g->st.segments_kept_damaged++;
 			cow_warn("gc: segment %u kept: it holds a damaged object that is still reached", todo[i]);
@@ -276,6 +280,7 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 		struct cow_gc_progress p = { .phase = "sweep", .done = ntodo, .total = ntodo, .bytes = acc.moved_bytes };
 		g->o.progress(g->o.ctx, &p);
 	}
+	cow_store_plan_free(plan);
 	free(todo);
 	g->st.moved_objects += acc.moved_objects;
 	g->st.moved_bytes += acc.moved_bytes;

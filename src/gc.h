@@ -13,11 +13,12 @@
  * then (unless no_slack) more of the others, sparsest first, until the
  * garbage left in them is at most COW_GC_SLACK_PCT % of the live data (so
  * that a deleted branch's data are reclaimed also where they share segments
- * with live data).  To
- * rewrite a segment: its live
- * objects are copied to the head of the log, the log is synced, and the
- * segment is added to the dropped set and unlinked (cow_store_relocate,
- * cow_store_drop_segments).  Metadata records are not copied: the limit is
+ * with live data).  To rewrite a segment: its live objects are copied to
+ * the head of the log, the log is synced, and the segment is added to the
+ * dropped set and unlinked (cow_store_relocate, cow_store_drop_segments).
+ * One pass over the index first lists the objects of every segment to be
+ * rewritten (cow_store_plan), so that only the live records are read, not
+ * whole segments of garbage (a deleted branch's, or old WAL pages).  Metadata records are not copied: the limit is
  * the lowest replay position (log_pos) of any live branch, which the caller
  * moves to the log's end by checkpointing every branch after cow_gc_begin.
  * A crash at any point loses nothing: until its drop a segment is intact,

@@ -349,14 +349,16 @@ struct reader {
 	size_t cap;
 	uint64_t win_off; /* file offset of buf[0] */
 	size_t win_len;
+	size_t ahead;     /* bytes to read at a time; 0: READ_AHEAD */
 };
+#define READ_AHEAD (4u << 20)
 
 /* Make [off, off+len) available; returns a pointer or NULL (-errno in *err) */
 static const uint8_t *reader_get(struct reader *rd, uint64_t off, size_t len, int *err)
 {
 	if (off >= rd->win_off && off + len <= rd->win_off + rd->win_len)
 		return rd->buf + (off - rd->win_off);
-	size_t want = COW_MAX(len, (size_t)4 << 20);
+	size_t want = COW_MAX(len, rd->ahead ? rd->ahead : (size_t)READ_AHEAD);
 	if (want > rd->cap) {
 		uint8_t *nb = realloc(rd->buf, want);
 		if (!nb) {
@@ -366,7 +368,7 @@ static const uint8_t *reader_get(struct reader *rd, uint64_t off, size_t len, in
 		rd->buf = nb;
 		rd->cap = want;
 	}
-	ssize_t n = cow_io_pread_all(rd->fd, rd->buf, rd->cap, off);
+	ssize_t n = cow_io_pread_all(rd->fd, rd->buf, want, off);
 	if (n < 0) {
 		*err = (int)n;
 		return NULL;
@@ -1359,6 +1361,64 @@ int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn
 	uint64_t got;
 	int r = seg_fd(log, seg) < 0 ? -ESTALE : scan_segment(log, seg, 0, end, false, false, fn, ctx, &got);
 	pthread_rwlock_unlock(&log->seg_lock);
+	return r;
+}
+
+/* Records closer than this are read together, gap and all: one read of a
+ * few KiB more costs less than a second request to the disk. */
+#define SCAN_GAP (64u << 10)
+
+int cow_log_scan_records(struct cow_log *log, uint32_t seg, const struct cow_log_extent *x, size_t n,
+			 cow_log_record_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&log->lock);
+	bool ok = seg >= log->first_seg && seg < log->cur_seg && !is_dropped(log, seg);
+	uint64_t end = ok ? log->ends[slot(log, seg)] : 0;
+	pthread_mutex_unlock(&log->lock);
+	if (!ok)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&log->seg_lock);
+	struct reader rd = { .fd = seg_fd(log, seg), .size = end };
+	int r = rd.fd < 0 ? -ESTALE : 0;
+	for (size_t i = 0; r == 0 && i < n;) {
+		/* the records from i on that one read of at most READ_AHEAD covers */
+		uint64_t from = x[i].off, to = x[i].off + pad8(COW_LOG_REC_HDR + x[i].len);
+		size_t j = i + 1;
+		while (j < n && x[j].off >= to && x[j].off <= to + SCAN_GAP &&
+		       x[j].off + pad8(COW_LOG_REC_HDR + x[j].len) - from <= READ_AHEAD) {
+			to = x[j].off + pad8(COW_LOG_REC_HDR + x[j].len);
+			j++;
+		}
+		rd.ahead = COW_MIN(to, end) > from ? (size_t)(COW_MIN(to, end) - from) : 0;
+		for (; r == 0 && i < j; i++) {
+			const uint8_t *p;
+			uint32_t len;
+			unsigned type;
+			uint64_t next;
+			int err = 0;
+			enum rec_state st = x[i].off + COW_LOG_REC_HDR + x[i].len > end ? REC_BAD
+					  : rec_check(&rd, x[i].off, &p, &len, &type, &next, &err);
+			if (st == REC_OK && len == x[i].len) {
+				r = fn(ctx, COW_LOG_POS(seg, x[i].off), type, p, len);
+				continue;
+			}
+			if (st != REC_OK && err < 0) {
+				r = err;
+				break;
+			}
+			/* Not the record the caller knows of here: a damaged one. */
+			const uint8_t *h = reader_get(&rd, x[i].off, COW_LOG_REC_HDR + x[i].len, &err);
+			if (!h || cow_get_le32(h) != REC_MAGIC || h[4] != COW_REC_OBJ ||
+			    cow_get_le32(h + 8) != x[i].len) {
+				r = h || err == 0 ? -EBADMSG : err;
+				break;
+			}
+			r = fn(ctx, COW_LOG_POS(seg, x[i].off), COW_REC_DAMAGED | COW_REC_OBJ, h + COW_LOG_REC_HDR,
+			       x[i].len);
+		}
+	}
+	pthread_rwlock_unlock(&log->seg_lock);
+	free(rd.buf);
 	return r;
 }
 

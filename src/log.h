@@ -130,6 +130,16 @@ int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *
  * one.  A damaged object record whose frame is intact comes with
  * COW_REC_DAMAGED, as at open. */
 int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn, void *ctx);
+/* The same for only the records at X[0..N) (offsets ascending, each with
+ * its payload length): reads those (and gaps under 64 KiB between them),
+ * not the whole segment.  A record there whose frame is intact but whose
+ * checksum fails comes with COW_REC_DAMAGED; one whose frame does not match
+ * X: -EBADMSG. */
+struct cow_log_extent {
+	uint32_t off, len;
+};
+int cow_log_scan_records(struct cow_log *log, uint32_t seg, const struct cow_log_extent *x, size_t n,
+			 cow_log_record_fn fn, void *ctx);
 /* While OPEN (a GC pass), appends may roll into the window's reserve. */
 void cow_log_set_reserve(struct cow_log *log, bool open);
 /* Remove segments below the current one for good: they are added to the

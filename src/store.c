@@ -831,16 +831,153 @@ static int reloc_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *p
 	return 0;
 }
 
-int cow_store_relocate(struct cow_store *s, uint32_t seg, struct cow_store_sweep *acc)
+/* The objects the index holds in the segments a sweep is to rewrite,
+ * ascending by position, each as the index saw it when planned. */
+struct plan_item {
+	cow_hash key;
+	uint64_t pos;
+	uint32_t len;
+	bool live;
+};
+struct cow_store_plan {
+	struct plan_item *v;
+	size_t n, cap;
+};
+
+static int by_pos(const void *a, const void *b)
+{
+	const struct plan_item *x = a, *y = b;
+	return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+void cow_store_plan_free(struct cow_store_plan *p)
+{
+	if (p)
+		free(p->v);
+	free(p);
+}
+
+int cow_store_plan(struct cow_store *s, const uint32_t *segs, size_t nsegs, struct cow_store_plan **ret)
+{
+	/* the segments present span less than the window: a slot names one */
+	uint8_t *want = calloc(COW_LOG_WINDOW / 8, 1);
+	struct cow_store_plan *p = calloc(1, sizeof *p);
+	int r = want && p ? 0 : -ENOMEM;
+	for (size_t k = 0; r == 0 && k < nsegs; k++)
+		want[COW_LOG_SLOT(segs[k]) / 8] |= (uint8_t)(1u << (COW_LOG_SLOT(segs[k]) % 8));
+	pthread_rwlock_rdlock(&s->index_lock);
+	if (r == 0 && !s->marking)
+		r = -EINVAL;
+	/* A chunk at a time, as cow_store_tally does.  Puts meanwhile go to
+	 * the head, which is not swept; a grow moves entries: start over. */
+	size_t cap = s->cap;
+	for (size_t i = 0; r == 0 && i < s->cap;) {
+		if (s->cap != cap) {
+			cap = s->cap;
+			i = 0;
+			p->n = 0;
+		}
+		for (size_t end = COW_MIN(i + INDEX_CHUNK, s->cap); r == 0 && i < end; i++) {
+			const struct index_entry *e = &s->slots[i];
+			uint32_t sl = e->pos ? COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos)) : 0;
+			if (!e->pos || !(want[sl / 8] & (1u << (sl % 8))))
+				continue;
+			if (p->n == p->cap) {
+				size_t ncap = p->cap ? p->cap * 2 : 4096;
+				struct plan_item *nv = realloc(p->v, ncap * sizeof *nv);
+				if (!nv) {
+					r = -ENOMEM;
+					break;
+				}
+				p->v = nv;
+				p->cap = ncap;
+			}
+			p->v[p->n++] = (struct plan_item){ e->key, e->pos, e->len, live(e) };
+		}
+		pthread_rwlock_unlock(&s->index_lock);
+		pthread_rwlock_rdlock(&s->index_lock);
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	free(want);
+	if (r < 0) {
+		cow_store_plan_free(p);
+		return r;
+	}
+	qsort(p->v, p->n, sizeof *p->v, by_pos);
+	*ret = p;
+	return 0;
+}
+
+/* Relocate SEG as PLAN lists it: forget the objects that are dead (a chunk
+ * at a time under the lock, deciding as reloc_flush does), and read only
+ * the live ones, not the whole segment: under a load that rewrites pages,
+ * most of a segment is garbage, and reading it all took the disk from
+ * every commit.  -EAGAIN: the index and the segment disagree, or the index
+ * still points into SEG (something the plan missed): scan it whole. */
+#define FORGET_CHUNK 1024
+static int reloc_planned(struct reloc *rl, uint32_t seg, const struct cow_store_plan *plan)
+{
+	struct cow_store *s = rl->s;
+	size_t lo = 0, hi = plan->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (COW_LOG_POS_SEG(plan->v[mid].pos) < seg)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (hi = lo; hi < plan->n && COW_LOG_POS_SEG(plan->v[hi].pos) == seg; hi++)
+		;
+	struct cow_log_extent *x = malloc((hi - lo + 1) * sizeof *x);
+	if (!x)
+		return -ENOMEM;
+	size_t nx = 0;
+	for (size_t i = lo; i < hi;) {
+		pthread_rwlock_wrlock(&s->index_lock);
+		for (size_t end = COW_MIN(i + FORGET_CHUNK, hi); i < end; i++) {
+			const struct plan_item *it = &plan->v[i];
+			struct index_entry *e = it->live ? NULL : index_find(s, &it->key);
+			if (!it->live && (!e || e->pos != it->pos))
+				continue; /* moved or gone since */
+			if (it->live || live(e)) {
+				/* (one a put revived since the plan is moved too) */
+				x[nx++] = (struct cow_log_extent){ COW_LOG_POS_OFF(it->pos), it->len + COW_HASH_SIZE };
+				continue;
+			}
+			rl->acc->dropped_objects++;
+			rl->acc->dropped_bytes += e->len;
+			index_remove(s, e);
+		}
+		pthread_rwlock_unlock(&s->index_lock);
+	}
+	int r = cow_log_scan_records(s->log, seg, x, nx, reloc_record, rl);
+	free(x);
+	if (r == 0)
+		r = reloc_flush(rl);
+	if (r == 0 && !rl->keep) {
+		pthread_rwlock_rdlock(&s->index_lock);
+		if (s->seg_objects[COW_LOG_SLOT(seg)])
+			r = -EAGAIN;
+		pthread_rwlock_unlock(&s->index_lock);
+	}
+	return r == -EBADMSG ? -EAGAIN : r;
+}
+
+int cow_store_relocate(struct cow_store *s, uint32_t seg, const struct cow_store_plan *plan,
+		       struct cow_store_sweep *acc)
 {
 	struct reloc rl = { .s = s, .acc = acc };
 	rl.buf = malloc(RELOC_BATCH_BYTES);
 	rl.items = malloc(RELOC_BATCH_ITEMS * sizeof *rl.items);
 	int r = rl.buf && rl.items ? 0 : -ENOMEM;
 	if (r == 0)
+		r = plan ? reloc_planned(&rl, seg, plan) : -EAGAIN;
+	if (r == -EAGAIN) {
+		/* what is moved already is a copy the index no longer uses there */
 		r = cow_log_scan_segment(s->log, seg, reloc_record, &rl);
-	if (r == 0)
-		r = reloc_flush(&rl);
+		if (r == 0)
+			r = reloc_flush(&rl);
+	}
 	free(rl.buf);
 	free(rl.items);
 	if (r < 0)

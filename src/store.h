@@ -133,11 +133,19 @@ struct cow_store_sweep {
 	uint64_t moved_objects, moved_bytes;     /* live, copied to the head */
 	uint64_t dropped_objects, dropped_bytes; /* dead, forgotten */
 };
+/* A list of the objects the index holds in segments SEGS[0..N), made once
+ * per sweep (one pass over the index; 48 bytes per object), so that each
+ * relocation reads only the live ones.  During a mark pass only. */
+struct cow_store_plan;
+int cow_store_plan(struct cow_store *s, const uint32_t *segs, size_t n, struct cow_store_plan **ret);
+void cow_store_plan_free(struct cow_store_plan *p);
 /* Copy every live object of segment SEG (marked in this pass) to the head of
- * the log and forget the dead ones; adds to *ACC.  1: SEG may be dropped once
- * the log is synced; 0: it must stay (it holds a damaged object that is
- * still reached); -errno. */
-int cow_store_relocate(struct cow_store *s, uint32_t seg, struct cow_store_sweep *acc);
+ * the log and forget the dead ones; adds to *ACC.  With PLAN (which must
+ * name SEG) it reads only the records of live objects, else the whole
+ * segment.  1: SEG may be dropped once the log is synced; 0: it must stay
+ * (it holds a damaged object that is still reached); -errno. */
+int cow_store_relocate(struct cow_store *s, uint32_t seg, const struct cow_store_plan *plan,
+		       struct cow_store_sweep *acc);
 /* Sync the log, then drop the segments (log.h); refused if the index still
  * points into one of them. */
 int cow_store_drop_segments(struct cow_store *s, const uint32_t *segs, size_t n);

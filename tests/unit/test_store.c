@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include "crc32c.h"
 #include "hash.h"
+#include "io.h"
 #include "log.h"
 #include "sha256x16.h"
 #include "store.h"
@@ -353,8 +354,11 @@ static void *reader(void *a)
 	return NULL;
 }
 
+/* _i 0: each segment read whole; 1: with a plan, made before a put
+ * revives one of the dead objects (which must then move too). */
 START_TEST(test_mark_relocate_drop)
 {
+	bool planned = _i == 1;
 	char *tmp, *path;
 	struct cow_store *s = open_new(&tmp, &path);
 	enum { N = 40 };
@@ -380,6 +384,10 @@ START_TEST(test_mark_relocate_drop)
 	ck_assert_uint_eq(m[12].flags & COW_MARK_SHARED, COW_MARK_SHARED);
 	ck_assert_uint_eq(m[22].flags & COW_MARK_SHARED, 0); /* owned by 2 alone */
 	ck_assert_uint_eq(m[22].owner, 2);
+	uint32_t one = 1;
+	struct cow_store_plan *plan = NULL;
+	if (planned)
+		ck_assert_int_eq(cow_store_plan(s, &one, 1, &plan), 0);
 	/* a put during the pass keeps 30 alive; 25..29 and 31..39 are garbage */
 	cow_hash again;
 	put_seed(s, 530, &again);
@@ -393,13 +401,13 @@ START_TEST(test_mark_relocate_drop)
 	ck_assert_uint_eq(t.seg1, N);
 
 	/* not before its objects are moved */
-	uint32_t one = 1;
 	ck_assert_int_eq(cow_store_drop_segments(s, &one, 1), -EBUSY);
 	struct reader_arg ra = { .s = s, .h = h[5] };
 	pthread_t th;
 	pthread_create(&th, NULL, reader, &ra);
 	struct cow_store_sweep acc = { 0 };
-	ck_assert_int_eq(cow_store_relocate(s, 1, &acc), 1);
+	ck_assert_int_eq(cow_store_relocate(s, 1, plan, &acc), 1);
+	cow_store_plan_free(plan);
 	ck_assert_uint_eq(acc.moved_objects, 26);
 	ck_assert_uint_eq(acc.dropped_objects, 14); /* 25..29, 31..39 */
 	uint32_t seg = 1;
@@ -457,7 +465,7 @@ START_TEST(test_index_remove_keeps_probe_runs)
 	for (int i = 0; i < N; i += 3)
 		ck_assert_int_eq(cow_store_mark(s, &h[i], 1, 1, false, &m), 0);
 	struct cow_store_sweep acc = { 0 };
-	ck_assert_int_eq(cow_store_relocate(s, 1, &acc), 1);
+	ck_assert_int_eq(cow_store_relocate(s, 1, NULL, &acc), 1);
 	ck_assert_uint_eq(acc.moved_objects, N / 3);
 	ck_assert_uint_eq(acc.dropped_objects, N - N / 3);
 	for (int i = 0; i < N; i++)
@@ -465,6 +473,66 @@ START_TEST(test_index_remove_keeps_probe_runs)
 	cow_store_mark_end(s);
 	cow_store_close(s);
 	free(h);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+/* Bytes the log reads, through an I/O backend that counts them. */
+static uint64_t bytes_read;
+static ssize_t counting_pread(int fd, void *buf, size_t len, off_t off)
+{
+	ssize_t n = cow_io_posix.pread(fd, buf, len, off);
+	if (n > 0)
+		__atomic_add_fetch(&bytes_read, (uint64_t)n, __ATOMIC_RELAXED);
+	return n;
+}
+
+START_TEST(test_relocate_reads_only_live)
+{
+	/* one object in 16 live, the dead ones far apart: a planned relocation
+	 * reads the live records, not the segment; and moves what a scan of the
+	 * whole segment would */
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	enum { N = 256, EVERY = 16 };
+	cow_hash h[N];
+	for (int i = 0; i < N; i++)
+		put_seed(s, 700 + i, &h[i]);
+	ck_assert_int_eq(cow_store_roll(s), 0);
+	ck_assert_int_eq(cow_store_mark_begin(s), 0);
+	struct cow_mark m;
+	for (int i = 0; i < N; i += EVERY)
+		ck_assert_int_eq(cow_store_mark(s, &h[i], 1, 1, false, &m), 0);
+	uint32_t one = 1;
+	struct cow_store_plan *plan;
+	ck_assert_int_eq(cow_store_plan(s, &one, 1, &plan), 0);
+	struct cow_io counting = cow_io_posix;
+	counting.pread = counting_pread;
+	bytes_read = 0;
+	cow_io_set(&counting);
+	struct cow_store_sweep acc = { 0 };
+	int r = cow_store_relocate(s, 1, plan, &acc);
+	cow_io_set(NULL);
+	cow_store_plan_free(plan);
+	ck_assert_int_eq(r, 1);
+	ck_assert_uint_eq(acc.moved_objects, N / EVERY);
+	ck_assert_uint_eq(acc.dropped_objects, N - N / EVERY);
+	/* each live record is a header, a hash and a block */
+	ck_assert_uint_le(bytes_read, (uint64_t)(N / EVERY) * (COW_BLOCK_SIZE + 64));
+	ck_assert_uint_ge(bytes_read, (uint64_t)(N / EVERY) * COW_BLOCK_SIZE);
+	ck_assert_int_eq(cow_store_drop_segments(s, &one, 1), 0);
+	cow_store_mark_end(s);
+	ck_assert_int_eq(cow_store_sync(s), 0);
+	cow_store_close(s);
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	for (int i = 0; i < N; i++)
+		if (i % EVERY == 0)
+			check_seed(s, 700 + i, &h[i]);
+		else
+			ck_assert_int_eq(cow_store_has(s, &h[i]), 0);
+	cow_store_close(s);
 	tu_rmrf(tmp);
 	free(tmp);
 	free(path);
@@ -483,7 +551,8 @@ int main(void)
 	tcase_add_test(tc, test_flipped_byte_detected_on_read);
 	tcase_add_test(tc, test_superblock_checks);
 	tcase_add_test(tc, test_segment_roll);
-	tcase_add_test(tc, test_mark_relocate_drop);
+	tcase_add_loop_test(tc, test_mark_relocate_drop, 0, 2);
+	tcase_add_test(tc, test_relocate_reads_only_live);
 	tcase_add_test(tc, test_index_remove_keeps_probe_runs);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
