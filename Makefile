@@ -90,6 +90,7 @@ $(B)/commitlat: bench/commitlat.c | $(B)
 bench: all $(B)/commitlat
 	bash bench/run.sh
 	bash bench/commit.sh
+	bash bench/stalls.sh
 	if command -v perf >/dev/null; then bash bench/commitpath.sh; else echo "bench/commitpath.sh needs perf (apt-get install linux-perf): not run"; fi
 	bash bench/branch.sh
 	bash bench/ondemand.sh
