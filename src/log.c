@@ -1349,14 +1349,24 @@ int cow_log_segments(struct cow_log *log, struct cow_log_segment **ret, size_t *
 	return 0;
 }
 
-int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn, void *ctx)
+/* The end of segment SEG, which must be below the current one and not
+ * dropped (-EINVAL). */
+static int closed_end(struct cow_log *log, uint32_t seg, uint64_t *ret)
 {
 	pthread_mutex_lock(&log->lock);
 	bool ok = seg >= log->first_seg && seg < log->cur_seg && !is_dropped(log, seg);
-	uint32_t end = ok ? log->ends[slot(log, seg)] : 0;
+	if (ok)
+		*ret = log->ends[slot(log, seg)];
 	pthread_mutex_unlock(&log->lock);
-	if (!ok)
-		return -EINVAL;
+	return ok ? 0 : -EINVAL;
+}
+
+int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn, void *ctx)
+{
+	uint64_t end;
+	int q = closed_end(log, seg, &end);
+	if (q < 0)
+		return q;
 	pthread_rwlock_rdlock(&log->seg_lock);
 	uint64_t got;
 	int r = seg_fd(log, seg) < 0 ? -ESTALE : scan_segment(log, seg, 0, end, false, false, fn, ctx, &got);
@@ -1371,12 +1381,10 @@ int cow_log_scan_segment(struct cow_log *log, uint32_t seg, cow_log_record_fn fn
 int cow_log_scan_records(struct cow_log *log, uint32_t seg, const struct cow_log_extent *x, size_t n,
 			 cow_log_record_fn fn, void *ctx)
 {
-	pthread_mutex_lock(&log->lock);
-	bool ok = seg >= log->first_seg && seg < log->cur_seg && !is_dropped(log, seg);
-	uint64_t end = ok ? log->ends[slot(log, seg)] : 0;
-	pthread_mutex_unlock(&log->lock);
-	if (!ok)
-		return -EINVAL;
+	uint64_t end;
+	int q = closed_end(log, seg, &end);
+	if (q < 0)
+		return q;
 	pthread_rwlock_rdlock(&log->seg_lock);
 	struct reader rd = { .fd = seg_fd(log, seg), .size = end };
 	int r = rd.fd < 0 ? -ESTALE : 0;
