@@ -34,21 +34,14 @@ perf list 2>/dev/null | grep -q 'fuse:fuse_request_send' ||
 [ "$DURATION" -gt $((TRACE + 4)) ] || die "DURATION ($DURATION) must exceed TRACE ($TRACE) by more than 4 s"
 cowfs_require
 
-target_new P plain
-target_new C
+bench_sides
 tmpdir_new W
-PORT_P=$(pg_free_port) || die "no free port"
-PORT_C=$(pg_free_port) || die "no free port"
-[ "$PORT_P" != "$PORT_C" ] || PORT_C=$(pg_free_port)
 
 echo "commit path: pgbench -i -s $SCALE, then -c 4 -j 2 -T $DURATION with $TRACE s traced in its middle, one side at a time"
 declare -A TPS
 for s in P C; do
 	d=${s}_DATA p=PORT_$s
-	pg_initdb "${!d}" || die "initdb on $s"
-	pg_start "${!d}" "${!p}" || die "start on $s"
-	pgb "${!p}" -i -s "$SCALE" -q >/dev/null 2>&1 || die "pgbench -i on $s"
-	runuser -u postgres -- "$PGBIN/psql" -h /tmp -p "${!p}" -d postgres -qc CHECKPOINT || die "CHECKPOINT on $s"
+	bench_load "$s"
 	data=$W/trace-$s.data
 	( sleep $(((DURATION - TRACE) / 2))
 	  # shellcheck disable=SC2086

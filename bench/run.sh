@@ -48,13 +48,9 @@ die() { echo "bench/run.sh: $*" >&2; exit 1; }
 now() { date +%s.%N; }
 calc() { awk "BEGIN{ printf \"%.${2:-2}f\", $1 }"; }
 
-target_new P plain
-target_new C
+bench_sides
 COW_LABEL=cowfs
 target_is_cow C || COW_LABEL="plain#2"
-PORT_P=$(pg_free_port) || die "no free port"
-PORT_C=$(pg_free_port) || die "no free port"
-[ "$PORT_P" != "$PORT_C" ] || PORT_C=$(pg_free_port)
 
 echo "cowfs bench: SCALE=$SCALE DURATION=$DURATION, $(nproc) CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
 echo "  plain:  $P_DATA (filesystem $(df --output=source,fstype "$P_WORK" | tail -n1 | tr -s ' '))"

@@ -27,20 +27,13 @@ die() { echo "bench/stalls.sh: $*" >&2; exit 1; }
 [ "$DURATION" -gt $((GC_AT + 10)) ] || die "DURATION ($DURATION) must exceed GC_AT ($GC_AT) by more than 10 s"
 cowfs_require
 
-target_new P plain
-target_new C
+bench_sides
 tmpdir_new W
-PORT_P=$(pg_free_port) || die "no free port"
-PORT_C=$(pg_free_port) || die "no free port"
-[ "$PORT_P" != "$PORT_C" ] || PORT_C=$(pg_free_port)
 
 echo "stalls: pgbench -i -s $SCALE, then -c 4 -j 2 -T $DURATION -P 1; on cowfs a gc at ${GC_AT} s"
 for s in P C; do
 	d=${s}_DATA p=PORT_$s
-	pg_initdb "${!d}" || die "initdb on $s"
-	pg_start "${!d}" "${!p}" || die "start on $s"
-	pgb "${!p}" -i -s "$SCALE" -q >/dev/null 2>&1 || die "pgbench -i on $s"
-	runuser -u postgres -- "$PGBIN/psql" -h /tmp -p "${!p}" -d postgres -qc CHECKPOINT || die "CHECKPOINT on $s"
+	bench_load "$s"
 	pgb "${!p}" -c 4 -j 2 -T "$DURATION" -P 1 --progress-timestamp >"$W/prog-$s" 2>&1 &
 	bench=$!
 	if [ "$s" = C ]; then

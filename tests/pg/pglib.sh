@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# tests/pg/pglib.sh — helpers shared by tests/pg/*.sh, bench/run.sh and
-# bench/commitpath.sh. Not a test. Source it after tests/lib.sh.
+# tests/pg/pglib.sh — helpers shared by tests/pg/*.sh and bench/*.sh. Not a
+# test. Source it after tests/lib.sh.
 #
 # COWFS_PLAIN=1 replaces every cowfs mount by a plain directory on the local disk:
 # the same Postgres work and the same checks run, minus the mount/umount/daemon
@@ -18,7 +18,11 @@
 #   pg_log_tail PORT [N]      last N lines of the server log (for FAIL messages)
 #   cowfs_require             fail unless build/cowfs and build/cowfsd exist (or plain mode)
 #   BENCH_PG_OPTS_DEFAULT     the server options of the benches (bench/run.sh,
-#                             bench/commitpath.sh) unless BENCH_PG_OPTS is set
+#                             bench/commitpath.sh, bench/stalls.sh) unless BENCH_PG_OPTS is set
+#   bench_sides               a bench's two sides: targets P (plain) and C, and two
+#                             distinct free ports PORT_P and PORT_C
+#   bench_load P|C            initdb that side, start its Postgres, pgbench -i -s $SCALE,
+#                             CHECKPOINT
 
 COWFS_PLAIN=${COWFS_PLAIN:-0}
 BENCH_PG_OPTS_DEFAULT="-c shared_buffers=128MB -c max_connections=100 -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=1GB -c checkpoint_timeout=5min"
@@ -47,6 +51,22 @@ target_new() {
 		printf -v "${pfx}_MNT" '%s' "$w/mnt"
 		printf -v "${pfx}_DATA" '%s' "$w/mnt/main"
 	fi
+}
+
+bench_sides() {
+	target_new P plain
+	target_new C
+	PORT_P=$(pg_free_port) || fail "no free port"
+	PORT_C=$(pg_free_port) || fail "no free port"
+	[ "$PORT_P" != "$PORT_C" ] || PORT_C=$(pg_free_port)
+}
+
+bench_load() {
+	local d=${1}_DATA p=PORT_$1
+	pg_initdb "${!d}" || fail "initdb on $1"
+	pg_start "${!d}" "${!p}" || fail "start on $1"
+	pgb "${!p}" -i -s "$SCALE" -q >/dev/null 2>&1 || fail "pgbench -i on $1"
+	runuser -u postgres -- "$PGBIN/psql" -h /tmp -p "${!p}" -d postgres -qc CHECKPOINT || fail "CHECKPOINT on $1"
 }
 
 target_is_cow() {
