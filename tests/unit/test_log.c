@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 
 #include "crashio.h"
 #include "crc32c.h"
@@ -251,19 +252,35 @@ END_TEST
 START_TEST(test_crash_garbles_unsynced)
 {
 	char *tmp, dir[512];
-	struct cow_log *log = open_under_crashio(&tmp, dir);
-	uint8_t buf[5000];
-	uint64_t p;
-	for (int i = 0; i < 10; i++) {
-		memset(buf, i + 1, sizeof buf);
-		struct iovec iov = { buf, sizeof buf };
-		ck_assert_int_eq(cow_log_append(log, COW_REC_OBJ, &iov, 1, &p), 0);
-		if (i == 5)
-			ck_assert_int_eq(cow_log_sync(log), 0); /* records 0..5 acknowledged */
+	/* The crashed process is a child that dies without closing its log
+	 * (no final sync), as a daemon killed at that point would. */
+	tmp = tu_tmpdir();
+	snprintf(dir, sizeof dir, "%s/seg", tmp);
+	ck_assert_int_eq(cow_log_create(dir), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		crashio_reset();
+		cow_io_set(&cow_powercut_io);
+		struct cow_log *log;
+		if (cow_log_open(dir, NULL, NULL, &log) < 0)
+			_exit(2);
+		uint8_t buf[5000];
+		uint64_t p;
+		for (int i = 0; i < 10; i++) {
+			memset(buf, i + 1, sizeof buf);
+			struct iovec iov = { buf, sizeof buf };
+			if (cow_log_append(log, COW_REC_OBJ, &iov, 1, &p) < 0)
+				_exit(3);
+			if (i == 5 && cow_log_sync(log) < 0) /* records 0..5 acknowledged */
+				_exit(4);
+		}
+		_exit(crashio_garble() == 0 ? 0 : 5); /* records 6..9 were never synced */
 	}
-	ck_assert_int_eq(crashio_garble(), 0); /* records 6..9 were never synced */
-	cow_io_set(NULL);
-	/* the crashed process's log object is abandoned, not closed (no final sync) */
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
 	struct seen s = { 0 };
 	struct cow_log *log2;
 	ck_assert_int_eq(cow_log_open(dir, collect, &s, &log2), 0);
@@ -273,7 +290,6 @@ START_TEST(test_crash_garbles_unsynced)
 	cow_log_close(log2);
 	tu_rmrf(tmp);
 	free(tmp);
-	(void)log;
 }
 END_TEST
 
