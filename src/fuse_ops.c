@@ -132,6 +132,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	/* Let the kernel turn O_TRUNC into a size-0 setattr, one path for all truncation. */
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->max_write = 1 << 20;
+	/* Write-back WRITEs are background requests, of which the kernel sends
+	 * max_background (12 by default) at a time; with durable_replies each
+	 * holds its place until a log sync covers it.  A burst of evicted data
+	 * pages (hundreds of MiB when the kernel writes back an inode dirty for
+	 * 30 s) then went through 12 per sync, and a commit's WAL page waited
+	 * behind all of it: a second at 0-30 TPS.  With room for all of them,
+	 * one group commit covers the burst (bench/stalls.sh; README). */
+	conn->max_background = 1024;
+	conn->congestion_threshold = conn->max_background * 3 / 4;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
