@@ -19,6 +19,13 @@ source "$(dirname "$0")/../lib.sh"
 cowfs_require
 
 tmpdir_new T
+# For a failure's message: what Postgres and the daemon said last.
+logs_tail() {
+	echo "  Postgres's log:"
+	pg_log_tail "$port" 60
+	echo "  the daemon's log:"
+	tail -n 40 "$store/cowfsd.log" 2>/dev/null | sed 's/^/    | /'
+}
 store=$T/small/store mnt=$T/mnt
 mkdir -p "$T/small" "$mnt"
 mount -t tmpfs -o size=600m cowfs-test "$T/small" || fail "mount a 600 MiB tmpfs"
@@ -77,9 +84,9 @@ pass "space freed: $how; all $n acknowledged rows there ($rows rows), a new inse
 pg_stop "$mnt/main" || fail "stop Postgres"
 cowfs_umount "$mnt" || fail "umount"
 cowfs_mount "$store" "$mnt" || fail "mount again"
-pg_start "$mnt/main" "$port" || fail "start Postgres after the remount"
+pg_start "$mnt/main" "$port" || { logs_tail; fail "start Postgres after the remount"; }
 [ "$(psql_q "$port" "SELECT count(*) FROM t")" = "$rows" ] || fail "the row count changed across umount + mount"
-pg_amcheck_all "$port" || fail "pg_amcheck after the remount: $AMCHECK_OUT"
+pg_amcheck_all "$port" || { logs_tail; fail "pg_amcheck after the remount: $AMCHECK_OUT"; }
 pg_stop "$mnt/main" || fail "stop Postgres"
 cowfs_umount "$mnt" || fail "final umount"
 out=$("$COWFS_BIN/cowfs" fsck "$store" 2>&1) || fail "cowfs fsck after the disk was full: $out"
