@@ -57,7 +57,17 @@ struct cow_branch {
 	uint8_t *tx;
 	size_t tx_len, tx_cap;
 	int tx_err;
+	/* Early reclaim (docs/RECLAIM.md): the blocks this state stores are
+	 * tagged OWNER and PUT_GEN; a checkpoint moves PUT_GEN on; SHARE_GEN
+	 * is the last generation a root that others took may hold. */
+	uint32_t owner, put_gen, captured_gen, share_gen;
+	cow_hash *tx_old;       /* blocks the open transaction replaces */
+	size_t ntx_old, tx_old_cap;
+	struct reclaim_cand { cow_hash h; uint64_t pos; } *cand; /* replaced by a logged transaction at POS */
+	size_t ncand, cand_cap;
 };
+/* Candidates beyond this wait for nobody: GC finds them (10 MiB). */
+#define CAND_MAX (256u << 10)
 
 /* The coarse clock, as the kernel's own: with the write-back cache it
  * stamps a write's mtime and ctime itself and sends them in a SETATTR
@@ -236,6 +246,7 @@ static void tx_begin(struct cow_branch *b)
 {
 	b->tx_len = 0;
 	b->tx_err = 0;
+	b->ntx_old = 0;
 	tx_u64(b, b->id);
 }
 
@@ -398,6 +409,42 @@ static int tx_apply(struct cow_branch *b, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/* The open transaction replaces block H (of this file map): a candidate
+ * for early reclaim once the transaction is logged. */
+static void tx_replaced(struct cow_branch *b, const cow_hash *h)
+{
+	if (!cow_store_reclaim_on(b->store))
+		return; /* nothing would forget it: GC finds it */
+	if (b->ntx_old == b->tx_old_cap) {
+		size_t ncap = b->tx_old_cap ? b->tx_old_cap * 2 : 64;
+		cow_hash *n = realloc(b->tx_old, ncap * sizeof *n);
+		if (!n)
+			return; /* GC will find it */
+		b->tx_old = n;
+		b->tx_old_cap = ncap;
+	}
+	b->tx_old[b->ntx_old++] = *h;
+}
+
+/* The replaced blocks of the transaction logged at POS become candidates. */
+static void tx_candidates(struct cow_branch *b, uint64_t pos)
+{
+	size_t n = COW_MIN(b->ntx_old, CAND_MAX - COW_MIN(b->ncand, CAND_MAX));
+	if (b->ncand + n > b->cand_cap) {
+		size_t ncap = COW_MAX(b->cand_cap * 2, b->ncand + n);
+		struct reclaim_cand *c = realloc(b->cand, ncap * sizeof *c);
+		if (!c)
+			n = 0;
+		else {
+			b->cand = c;
+			b->cand_cap = ncap;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		b->cand[b->ncand++] = (struct reclaim_cand){ b->tx_old[i], pos };
+	b->ntx_old = 0;
+}
+
 /* Log the transaction, then apply it.  Nothing changes if the append fails. */
 static int tx_commit(struct cow_branch *b)
 {
@@ -408,6 +455,7 @@ static int tx_commit(struct cow_branch *b)
 	int r = cow_store_meta_append(b->store, &iov, 1, &pos);
 	if (r < 0)
 		return r;
+	tx_candidates(b, pos);
 	r = tx_apply(b, b->tx, b->tx_len);
 	if (r < 0) {
 		b->failed = -EIO;
@@ -443,6 +491,8 @@ int cow_branch_open(struct cow_store *s, uint64_t id, const cow_hash *root, uint
 	b->store = s;
 	b->id = id;
 	b->next_ino = COW_ROOT_INO;
+	b->owner = cow_store_new_owner(s);
+	b->put_gen = cow_store_new_gen(s);
 	pthread_mutex_init(&b->lock, NULL);
 	int r = cache_grow(b);
 	if (r < 0)
@@ -522,6 +572,8 @@ void cow_branch_free(struct cow_branch *b)
 	free(b->cache);
 	cow_tree_free(b->itable);
 	free(b->tx);
+	free(b->tx_old);
+	free(b->cand);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
@@ -585,6 +637,34 @@ static int checkpoint_inode(struct cow_branch *b, struct cow_inode *in)
 }
 
 void cow_branch_freeze(struct cow_branch *b) { pthread_mutex_lock(&b->lock); }
+
+void cow_branch_shared_frozen(struct cow_branch *b) { b->share_gen = b->captured_gen; }
+
+int cow_branch_reclaim(struct cow_branch *b, struct cow_store_forgot *acc)
+{
+	uint64_t durable = cow_store_durable_end(b->store);
+	pthread_mutex_lock(&b->lock);
+	size_t n = 0;
+	while (n < b->ncand && b->cand[n].pos < durable) /* logged in order */
+		n++;
+	cow_hash *h = n ? malloc(n * sizeof *h) : NULL;
+	if (h) {
+		for (size_t i = 0; i < n; i++)
+			h[i] = b->cand[i].h;
+		memmove(b->cand, b->cand + n, (b->ncand - n) * sizeof *b->cand);
+		b->ncand -= n;
+	}
+	uint32_t owner = b->owner, share_gen = b->share_gen;
+	pthread_mutex_unlock(&b->lock);
+	struct cow_store_forgot f = { 0 };
+	int r = h ? cow_store_forget(b->store, h, n, owner, share_gen, &f) : n ? -ENOMEM : 0;
+	free(h);
+	if (r == -EBUSY)
+		r = 0; /* a GC runs: it finds them itself */
+	acc->objects += f.objects;
+	acc->bytes += f.bytes;
+	return r;
+}
 void cow_branch_thaw(struct cow_branch *b) { pthread_mutex_unlock(&b->lock); }
 
 int cow_branch_checkpoint(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos)
@@ -629,6 +709,9 @@ static int checkpoint_locked(struct cow_branch *b, cow_hash *ret_root, uint64_t 
 	 * of them are folded into the root, so replay may start here. */
 	*ret_log_pos = cow_store_log_end(b->store);
 	b->dirty = false;
+	/* what is put from now on is in no root yet */
+	b->captured_gen = b->put_gen;
+	__atomic_store_n(&b->put_gen, cow_store_new_gen(b->store), __ATOMIC_RELAXED);
 	/* Keep memory bounded: everything is clean now and can be read back on
 	 * demand.  Inodes the kernel no longer references go; the others drop
 	 * their loaded tree nodes. */
@@ -834,10 +917,15 @@ static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off,
 			memset(tmp + s, 0, e - s);
 		blocks[nput++] = tmp;
 	}
-	if (nput && (r = cow_store_put_blocks(b->store, blocks, nput, put_h)) < 0)
+	if (nput && (r = cow_store_put_blocks_owned(b->store, blocks, nput, b->owner, b->put_gen, put_h)) < 0)
 		goto out;
 	for (uint32_t k = 0; k < nput; k++)
 		h[slot[k]] = put_h[k];
+	for (uint32_t i = 0; i < n; i++) {
+		cow_hash old;
+		if (cow_tree_get(m, first + i, &old) == 0 && !cow_hash_is_zero(&old) && !cow_hash_eq(&old, &h[i]))
+			tx_replaced(b, &old);
+	}
 	tx_filemap(b, in->ino, first, n, h);
 out:
 	free(h);
@@ -1249,6 +1337,9 @@ ssize_t cow_branch_read(struct cow_branch *b, uint64_t ino, off_t off, size_t si
 	uint64_t first = 0;
 	uint32_t n = 0;
 	size_t len = 0;
+	/* In the gate before the hashes are taken: an overwrite meanwhile does
+	 * not let them be forgotten until this read is done (store.h). */
+	unsigned gate = cow_store_read_enter(b->store);
 	pthread_mutex_lock(&b->lock);
 	int r = inode_get(b, ino, false, &in);
 	if (r == 0 && S_ISDIR(in->rec.mode))
@@ -1284,6 +1375,7 @@ ssize_t cow_branch_read(struct cow_branch *b, uint64_t ino, off_t off, size_t si
 				memcpy(dst, tmp + s, e - s);
 		}
 	}
+	cow_store_read_leave(b->store, gate);
 	free(h);
 	free(tmp);
 	return r < 0 ? r : (ssize_t)len;
@@ -1313,7 +1405,9 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 		}
 		for (uint32_t i = 0; i < npre; i++)
 			blocks[i] = (const uint8_t *)buf + ((pre_first + i) * BS - off);
-		r = cow_store_put_blocks(b->store, blocks, npre, pre);
+		/* (a checkpoint meanwhile only makes the tag older: more careful) */
+		r = cow_store_put_blocks_owned(b->store, blocks, npre, b->owner,
+					       __atomic_load_n(&b->put_gen, __ATOMIC_RELAXED), pre);
 		free(blocks);
 		if (r < 0) {
 			free(pre);

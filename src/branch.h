@@ -77,6 +77,14 @@ void cow_branch_freeze(struct cow_branch *b);
 void cow_branch_thaw(struct cow_branch *b);
 int cow_branch_checkpoint_frozen(struct cow_branch *b, cow_hash *ret_root, uint64_t *ret_log_pos);
 bool cow_branch_dirty(struct cow_branch *b);
+/* Early reclaim (docs/RECLAIM.md).  A root of B's, just checkpointed while
+ * frozen, is taken by another ref (a child, a snapshot): what B stored
+ * until then may be in it and must never be forgotten on B's account. */
+void cow_branch_shared_frozen(struct cow_branch *b);
+/* Forget the blocks B replaced, by transactions now durable, that B alone
+ * stored since its last shared root; adds to *ACC.  0 or -errno. */
+struct cow_store_forgot;
+int cow_branch_reclaim(struct cow_branch *b, struct cow_store_forgot *acc);
 size_t cow_branch_mem(struct cow_branch *b);
 
 int cow_branch_getattr(struct cow_branch *b, uint64_t ino, struct cow_attr *ret);

@@ -104,6 +104,10 @@ static int show_result(const char *cmd, json_t *reply)
 			       (unsigned long long)jint(reply, "missing_blocks"),
 			       (unsigned long long)jint(reply, "damaged_blocks"),
 			       (unsigned long long)jint(reply, "segments_kept_damaged"));
+		if (jint(reply, "damaged_moved"))
+			printf("gc: %llu damaged blocks were moved as they are out of old segments, so that the log "
+			       "can roll on; reads of them still fail\n",
+			       (unsigned long long)jint(reply, "damaged_moved"));
 		return 0;
 	}
 	json_t *problems = json_object_get(reply, "problems"), *p;

@@ -809,7 +809,7 @@ static json_t *run_gc(struct job *j)
 	int r = cow_fs_gc(j->c->fs, &o, &st);
 	if (r < 0)
 		return job_error("gc", r);
-	return json_pack("{s:b, s:f, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ok", 1,
+	return json_pack("{s:b, s:f, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "ok", 1,
 			 "seconds", st.seconds, "segments_before", (int)st.segments_before, "segments_after",
 			 (int)st.segments_after, "segments_rewritten", (int)st.segments_rewritten,
 			 "segments_kept_damaged", (int)st.segments_kept_damaged, "disk_bytes_before",
@@ -817,7 +817,7 @@ static json_t *run_gc(struct job *j)
 			 (json_int_t)st.live_bytes, "moved_bytes", (json_int_t)st.moved_bytes, "moved_objects",
 			 (json_int_t)st.moved_objects, "dropped_objects", (json_int_t)st.dropped_objects,
 			 "dropped_bytes", (json_int_t)st.dropped_bytes, "missing_blocks", (json_int_t)st.missing,
-			 "damaged_blocks", (json_int_t)st.damaged);
+			 "damaged_blocks", (json_int_t)st.damaged, "damaged_moved", (json_int_t)st.damaged_moved);
 }
 
 static json_t *run_fsck(struct job *j)

@@ -301,6 +301,95 @@ static bool stopping(struct cow_fs *fs)
 	return stop;
 }
 
+/* Segments below LIMIT (not the head) that are mostly forgotten, into
+ * TODO (allocated); *RET_OLD_END: those below it are old (log.h). */
+static size_t clean_candidates(struct cow_store *s, uint32_t limit, uint32_t **todo, uint32_t *ret_old_end)
+{
+	struct cow_log_segment *v;
+	size_t n, k = 0;
+	*todo = NULL;
+	*ret_old_end = 0;
+	if (cow_store_segments(s, &v, &n) < 0)
+		return 0;
+	if (n && (*todo = malloc(n * sizeof **todo)))
+		for (size_t i = 0; i + 1 < n && v[i].seg < limit; i++) {
+			uint32_t objects;
+			uint64_t bytes, size = COW_MAX(v[i].disk, (uint64_t)v[i].used);
+			if (v[i].old)
+				*ret_old_end = v[i].seg + 1;
+			cow_store_segment_usage(s, v[i].seg, &objects, &bytes);
+			if (bytes * 100 < size * COW_FS_CLEAN_PCT)
+				(*todo)[k++] = v[i].seg;
+		}
+	free(v);
+	return k;
+}
+
+void cow_fs_set_reclaim(struct cow_fs *fs, bool on) { cow_store_set_reclaim(fs->store, on); }
+
+int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
+{
+	*ret = (struct cow_fs_reclaim_stats){ 0 };
+	struct cow_store_forgot f = { 0 };
+	int r = 0;
+	unsigned nslots = cow_fs_slot_limit(fs);
+	/* Not while a pass (GC, df, fsck) walks roots it took: one of a live
+	 * branch's own checkpoints may name what the branch replaced since. */
+	pthread_mutex_lock(&fs->pass_lock);
+	for (unsigned i = 1; i < nslots && r == 0; i++) {
+		struct cow_branch *b = cow_fs_hold(fs, i);
+		if (b) {
+			r = cow_branch_reclaim(b, &f);
+			cow_fs_release(fs, i);
+		}
+	}
+	pthread_mutex_unlock(&fs->pass_lock);
+	ret->forgotten_objects = f.objects;
+	ret->forgotten_bytes = f.bytes;
+	if (cow_gc_disk(fs->store, &ret->disk_before, NULL) < 0)
+		ret->disk_before = 0;
+	ret->disk_after = ret->disk_before;
+	uint32_t *todo = NULL, old_end;
+	size_t n = r == 0 ? clean_candidates(fs->store, UINT32_MAX, &todo, &old_end) : 0;
+	free(todo);
+	todo = NULL;
+	if (n == 0)
+		return r;
+	/* One pass at a time (GC, df, fsck); inside it nothing is forgotten.
+	 * Every live branch is checkpointed, so that replay starts past what
+	 * is dropped, as for GC; the lowest replay position is the limit. */
+	pthread_mutex_lock(&fs->pass_lock);
+	if ((r = cow_store_mark_begin(fs->store)) < 0) {
+		pthread_mutex_unlock(&fs->pass_lock);
+		return r;
+	}
+	uint64_t limit = UINT64_MAX;
+	if ((r = cow_fs_checkpoint(fs)) == 0) {
+		pthread_mutex_lock(&fs->ckpt_lock);
+		for (unsigned i = 1; i < cow_fs_slot_limit(fs); i++)
+			if (fs->slots[i].branch && fs->slots[i].kind != COW_REF_SNAPSHOT)
+				limit = COW_MIN(limit, fs->slots[i].ref.log_pos);
+		pthread_mutex_unlock(&fs->ckpt_lock);
+	}
+	n = r == 0 ? clean_candidates(fs->store, limit == UINT64_MAX ? UINT32_MAX : COW_LOG_POS_SEG(limit), &todo,
+				      &old_end) : 0;
+	/* A segment kept for a damaged object still reached: GC says so; this
+	 * looks again every 5 s and stays quiet. */
+	struct cow_gc_rewrite o = { .old_end = old_end, .reloc_flags = COW_RELOC_ALL_INDEXED };
+	struct cow_gc_stats st = { 0 };
+	if (n)
+		r = cow_gc_rewrite(fs->store, todo, n, &o, &st);
+	cow_store_mark_end(fs->store);
+	pthread_mutex_unlock(&fs->pass_lock);
+	free(todo);
+	ret->segments_cleaned = st.segments_rewritten;
+	ret->moved_bytes = st.moved_bytes;
+	uint64_t disk;
+	if (cow_gc_disk(fs->store, &disk, NULL) == 0)
+		ret->disk_after = disk;
+	return r;
+}
+
 /* An unmount does not wait for the cleaner's run to end. */
 static int clean_progress(void *ctx, const struct cow_gc_progress *p)
 {
@@ -330,6 +419,16 @@ static void *cleaner(void *arg)
 	while (!nap(fs, CLEAN_CHECK_SEC)) {
 		struct cow_gc_auto a = fs->autogc;
 		pthread_mutex_unlock(&fs->lock);
+		struct cow_fs_reclaim_stats rs;
+		int rr = cow_fs_reclaim(fs, &rs);
+		if (rr < 0)
+			cow_warn("reclaim: %s", strerror(-rr));
+		else if (rs.segments_cleaned)
+			cow_info("reclaim: %llu overwritten blocks forgotten (%llu MiB); %u segments cleaned, %llu MiB "
+				 "moved; %llu MiB on disk before, %llu after",
+				 (unsigned long long)rs.forgotten_objects, (unsigned long long)(rs.forgotten_bytes >> 20),
+				 rs.segments_cleaned, (unsigned long long)(rs.moved_bytes >> 20),
+				 (unsigned long long)(rs.disk_before >> 20), (unsigned long long)(rs.disk_after >> 20));
 		uint64_t disk;
 		bool old;
 		struct statvfs host;
@@ -379,8 +478,11 @@ int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct, unsigned busy_max)
 	pthread_mutex_unlock(&fs->lock);
 	if (!pct)
 		return 0;
-	if ((r = pthread_create(&fs->clean_thread, NULL, cleaner, fs)))
+	cow_fs_set_reclaim(fs, true);
+	if ((r = pthread_create(&fs->clean_thread, NULL, cleaner, fs))) {
+		cow_fs_set_reclaim(fs, false);
 		return -r;
+	}
 	fs->clean_running = true;
 	return 0;
 }
@@ -667,7 +769,9 @@ static int branch_from_parent(struct cow_fs *fs, int p, struct cow_ref *ref, enu
 	 * not be: the child is a crash-consistent image, as after a power cut. */
 	struct slot *ps = &fs->slots[p];
 	cow_branch_freeze(ps->branch);
-	if ((r = cow_branch_checkpoint_frozen(ps->branch, &ref->root, &ref->log_pos)) < 0 ||
+	if ((r = cow_branch_checkpoint_frozen(ps->branch, &ref->root, &ref->log_pos)) == 0)
+		cow_branch_shared_frozen(ps->branch);
+	if (r < 0 ||
 	    (r = random_id(fs, &ref->id)) < 0 ||
 	    (r = cow_branch_open(fs->store, ref->id, &ref->root, ref->log_pos, &child)) < 0)
 		goto thaw;
@@ -849,8 +953,11 @@ int cow_fs_branch_delete(struct cow_fs *fs, const char *name, bool purge, pid_t 
 		 * state, so an undelete needs no log.  A deleted branch of the same
 		 * name that was still in the trash is replaced (and so purged). */
 		struct cow_ref t = sl->ref;
-		if ((r = cow_branch_checkpoint(sl->branch, &t.root, &t.log_pos)) < 0 ||
-		    (r = cow_store_sync(fs->store)) < 0)
+		cow_branch_freeze(sl->branch);
+		if ((r = cow_branch_checkpoint_frozen(sl->branch, &t.root, &t.log_pos)) == 0)
+			cow_branch_shared_frozen(sl->branch); /* should the delete fail after all */
+		cow_branch_thaw(sl->branch);
+		if (r < 0 || (r = cow_store_sync(fs->store)) < 0)
 			goto out;
 		t.deleted = time(NULL);
 		if ((r = cow_ref_write(store, COW_REF_TRASH, &t)) < 0)
@@ -1405,17 +1512,22 @@ int cow_fs_fsck(struct cow_fs *fs, const struct cow_fsck_opts *opts, struct cow_
 {
 	struct fs_root *v = NULL;
 	size_t n = 0;
+	/* From the checkpoints on: early reclaim must not forget a block that
+	 * a root just taken still names (cow_fs_reclaim takes the lock too). */
+	pthread_mutex_lock(&fs->pass_lock);
 	int r = collect_roots(fs, &v, &n, NULL);
-	if (r < 0)
+	if (r < 0) {
+		pthread_mutex_unlock(&fs->pass_lock);
 		return r;
+	}
 	struct cow_fsck_root *fr = calloc(n ? n : 1, sizeof *fr);
 	if (!fr) {
+		pthread_mutex_unlock(&fs->pass_lock);
 		free(v);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++)
 		fr[i] = (struct cow_fsck_root){ v[i].root, cow_fs_kind_name(v[i].kind), v[i].name };
-	pthread_mutex_lock(&fs->pass_lock);
 	r = cow_fsck_run(fs->store, fr, n, opts, ret);
 	pthread_mutex_unlock(&fs->pass_lock);
 	free(fr);

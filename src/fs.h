@@ -183,6 +183,23 @@ struct cow_fs_usage {
 };
 int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret);
 void cow_fs_usage_free(struct cow_fs_usage *u);
+/* Early reclaim (docs/RECLAIM.md): forget the blocks each live branch
+ * replaced, durably, that it alone stored since its last shared root; then
+ * rewrite every segment below the replay limit whose indexed bytes have
+ * fallen under COW_FS_CLEAN_PCT % of its size (what is left moves, the
+ * forgotten records go with the segment).  The cleaner thread does this at
+ * every check; it waits for, and is waited for by, gc, df and fsck. */
+#define COW_FS_CLEAN_PCT 20
+struct cow_fs_reclaim_stats {
+	uint64_t forgotten_objects, forgotten_bytes;
+	uint32_t segments_cleaned;
+	uint64_t moved_bytes;
+	uint64_t disk_before, disk_after;
+};
+int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret);
+/* Branches keep candidates for it only while it is on: the cleaner turns it
+ * on; tests that call cow_fs_reclaim themselves do. */
+void cow_fs_set_reclaim(struct cow_fs *fs, bool on);
 /* Collect garbage online (gc.h): every live branch, even a clean one, is
  * checkpointed so that its replay starts past the segments swept. */
 int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_stats *ret);

@@ -225,9 +225,12 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 		return -ENOMEM;
 	}
 	uint64_t garbage = 0;
+	uint32_t old_end = 0; /* segments below it are old: the log must roll on past them */
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].seg >= stop)
 			break;
+		if (v[i].old)
+			old_end = v[i].seg + 1;
 		uint64_t live = g->seg_live[COW_LOG_SLOT(v[i].seg)];
 		uint64_t size = COW_MAX(v[i].disk, (uint64_t)v[i].used);
 		/* A segment filled less than a quarter is what an earlier run
@@ -253,39 +256,51 @@ int cow_gc_sweep(struct cow_gc *g, uint64_t limit)
 	}
 	free(kept);
 	qsort(todo, ntodo, sizeof *todo, cow_cmp_u32);
+	struct cow_gc_rewrite o = { .old_end = old_end, .warn_kept = true, .progress = g->o.progress, .ctx = g->o.ctx };
+	r = cow_gc_rewrite(g->s, todo, ntodo, &o, &g->st);
+	free(todo);
+	return r;
+}
+
+int cow_gc_rewrite(struct cow_store *s, const uint32_t *segs, size_t n, const struct cow_gc_rewrite *o,
+		   struct cow_gc_stats *st)
+{
 	/* Without a plan (no memory for it), each segment is read whole. */
 	struct cow_store_plan *plan = NULL;
-	if (ntodo && cow_store_plan(g->s, todo, ntodo, &plan) < 0)
+	if (n && cow_store_plan(s, segs, n, &plan) < 0)
 		plan = NULL;
 	struct cow_store_sweep acc = { 0 };
-	for (size_t i = 0; i < ntodo && r == 0; i++) {
-		if (g->o.progress) {
-			struct cow_gc_progress p = { .phase = "sweep", .done = i, .total = ntodo, .bytes = acc.moved_bytes };
-			if (g->o.progress(g->o.ctx, &p)) {
+	int r = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (o->progress) {
+			struct cow_gc_progress p = { .phase = "sweep", .done = i, .total = n, .bytes = acc.moved_bytes };
+			if (o->progress(o->ctx, &p)) {
 				r = -ECANCELED;
 				break;
 			}
 		}
-		r = cow_store_relocate(g->s, todo[i], plan, &acc);
+		unsigned flags = o->reloc_flags | (segs[i] < o->old_end ? COW_RELOC_MOVE_DAMAGED : 0);
+		r = cow_store_relocate(s, segs[i], plan, flags, &acc);
 		if (r == 0) {
-			g->st.segments_kept_damaged++;
-			cow_warn("gc: segment %u kept: it holds a damaged object that is still reached", todo[i]);
+			st->segments_kept_damaged++;
+			if (o->warn_kept)
+				cow_warn("gc: segment %u kept: it holds a damaged object that is still reached", segs[i]);
 		} else if (r == 1) {
-			r = cow_store_drop_segments(g->s, &todo[i], 1);
+			r = cow_store_drop_segments(s, &segs[i], 1);
 			if (r == 0)
-				g->st.segments_rewritten++;
+				st->segments_rewritten++;
 		}
 	}
-	if (r == 0 && g->o.progress) {
-		struct cow_gc_progress p = { .phase = "sweep", .done = ntodo, .total = ntodo, .bytes = acc.moved_bytes };
-		g->o.progress(g->o.ctx, &p);
+	if (r == 0 && o->progress) {
+		struct cow_gc_progress p = { .phase = "sweep", .done = n, .total = n, .bytes = acc.moved_bytes };
+		o->progress(o->ctx, &p);
 	}
 	cow_store_plan_free(plan);
-	free(todo);
-	g->st.moved_objects += acc.moved_objects;
-	g->st.moved_bytes += acc.moved_bytes;
-	g->st.dropped_objects += acc.dropped_objects;
-	g->st.dropped_bytes += acc.dropped_bytes;
+	st->moved_objects += acc.moved_objects;
+	st->moved_bytes += acc.moved_bytes;
+	st->dropped_objects += acc.dropped_objects;
+	st->dropped_bytes += acc.dropped_bytes;
+	st->damaged_moved += acc.damaged_moved;
 	return r;
 }
 

@@ -16,6 +16,10 @@
  * with live data).  To rewrite a segment: its live objects are copied to
  * the head of the log, the log is synced, and the segment is added to the
  * dropped set and unlinked (cow_store_relocate, cow_store_drop_segments).
+ * A segment holding a damaged object that is still reached stays, the
+ * evidence in place, until it is old (log.h): then the object is moved as
+ * it is (reads of it still fail), so that one bad block cannot stop the
+ * log from rolling on.
  * One pass over the index first lists the objects of every segment to be
  * rewritten (cow_store_plan), so that only the live records are read, not
  * whole segments of garbage (a deleted branch's, or old WAL pages).  Metadata records are not copied: the limit is
@@ -85,6 +89,7 @@ struct cow_gc_stats {
 	uint32_t segments_before, segments_after;
 	uint32_t segments_rewritten;     /* dropped after their live objects were moved */
 	uint32_t segments_kept_damaged;  /* left alone: a damaged object is still reached */
+	uint64_t damaged_moved;          /* such objects moved as they are, out of old segments */
 	uint64_t disk_before, disk_after; /* segment files, bytes allocated on disk */
 	uint64_t log_bytes;              /* bytes of records in them (at the mark) */
 	uint64_t live_bytes;             /* of which records of live objects */
@@ -139,6 +144,23 @@ int cow_gc_begin(struct cow_store *s, const struct cow_gc_opts *opts, struct cow
 int cow_gc_mark(struct cow_gc *g, struct cow_gc_root *roots, size_t n);
 /* Sweep segments below the segment of position LIMIT. */
 int cow_gc_sweep(struct cow_gc *g, uint64_t limit);
+/* Rewrite segments SEGS[0..N) (ascending, below the replay limit, in a mark
+ * pass): move what each holds that is live (with RELOC_FLAGS'
+ * COW_RELOC_ALL_INDEXED: all it has indexed), then drop it.  Damaged
+ * objects still reached move as they are in segments below OLD_END (old,
+ * log.h), else keep their segment (with a warning if WARN_KEPT).
+ * PROGRESS may stop it (-ECANCELED).  Adds to ST's segments_rewritten,
+ * segments_kept_damaged, moved, dropped and damaged_moved.  The sweep of
+ * a GC, and early reclaim's cleaner (fs.h). */
+struct cow_gc_rewrite {
+	uint32_t old_end;
+	unsigned reloc_flags;
+	bool warn_kept;
+	cow_gc_progress_fn progress;
+	void *ctx;
+};
+int cow_gc_rewrite(struct cow_store *s, const uint32_t *segs, size_t n, const struct cow_gc_rewrite *o,
+		   struct cow_gc_stats *st);
 /* End the pass; RET (may be NULL) gets the figures. */
 void cow_gc_end(struct cow_gc *g, struct cow_gc_stats *ret);
 #endif

@@ -1284,6 +1284,14 @@ void cow_log_sync_then(struct cow_log *log, cow_log_synced_fn fn, void *arg)
 	pthread_mutex_unlock(&log->lock);
 }
 
+uint64_t cow_log_synced(struct cow_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	uint64_t pos = log->synced;
+	pthread_mutex_unlock(&log->lock);
+	return pos;
+}
+
 uint64_t cow_log_end(struct cow_log *log)
 {
 	pthread_mutex_lock(&log->lock);

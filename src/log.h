@@ -112,6 +112,8 @@ int cow_log_sync(struct cow_log *log);
 typedef void (*cow_log_synced_fn)(void *arg, int err);
 void cow_log_sync_then(struct cow_log *log, cow_log_synced_fn fn, void *arg);
 uint64_t cow_log_end(struct cow_log *log);
+/* Every record below this position is durable. */
+uint64_t cow_log_synced(struct cow_log *log);
 void cow_log_get_stats(struct cow_log *log, struct cow_log_stats *ret);
 
 /* ---- for GC ---- */

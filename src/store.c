@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@ struct index_entry {
 	uint32_t len;    /* object bytes */
 	uint32_t flags;  /* COW_MARK_DAMAGED, the marks of the current pass, and
 			  * the pass's owner (a root number) in the top 24 bits */
+	uint32_t owner;  /* who stored it, if nobody else has since (0: unknown or
+			  * shared); see cow_store_forget */
+	uint32_t gen;    /* the owner's generation at that put */
 };
 #define OWNER_SHIFT 8
 #define PASS_FLAGS (COW_MARK_PUT | COW_MARK_SEEN | COW_MARK_SHARED | COW_MARK_BAD)
@@ -41,6 +45,15 @@ struct cow_store {
 	bool marking;    /* and its marks are cleared: puts mark what they store or find */
 	uint32_t *seg_objects; /* indexed objects per segment slot (COW_LOG_SLOT): a segment
 				* is dropped only when none is left */
+	uint64_t *seg_bytes;   /* and their bytes */
+	/* The read gate (cow_store_read_enter): readers count themselves in
+	 * the current epoch's slot; a barrier flips the epoch and waits for
+	 * the old slot to empty. */
+	pthread_mutex_t gate_lock; /* one barrier at a time */
+	unsigned gate_epoch;
+	unsigned long gate_count[2];
+	uint32_t owner_seq, gen_seq; /* cow_store_new_owner, cow_store_new_gen */
+	bool reclaim_on;
 };
 
 static bool damaged(const struct index_entry *e) { return e->flags & COW_MARK_DAMAGED; }
@@ -91,6 +104,8 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 		if (damaged(e) && !bad) {
 			s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
 			s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))]++;
+			s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))] -= e->len;
+			s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))] += len;
 			e->pos = pos;
 			s->st.object_bytes += (int64_t)len - e->len;
 			e->len = len;
@@ -111,6 +126,7 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 					    .flags = (bad ? COW_MARK_DAMAGED : 0) | mark };
 	s->used++;
 	s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))]++;
+	s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))] += len;
 	s->st.objects++;
 	s->st.object_bytes += len;
 	return 0;
@@ -124,6 +140,7 @@ static void index_remove(struct cow_store *s, struct index_entry *e)
 	s->st.object_bytes -= e->len;
 	s->used--;
 	s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
+	s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))] -= e->len;
 	for (size_t j = (i + 1) & mask; s->slots[j].pos; j = (j + 1) & mask) {
 		size_t home = slot_of(&s->slots[j].key, s->cap);
 		/* slot j may fill the hole at i unless its home lies in (i, j] */
@@ -279,11 +296,13 @@ int cow_store_open(const char *path, struct cow_store **ret)
 		return -ENOMEM;
 	s->lock_fd = -1;
 	pthread_rwlock_init(&s->index_lock, NULL);
+	pthread_mutex_init(&s->gate_lock, NULL);
 	s->path = strdup(path);
 	r = s->path ? take_lock(path, &s->lock_fd) : -ENOMEM;
 	if (r < 0)
 		goto fail;
-	if (!(s->seg_objects = calloc(COW_LOG_WINDOW, sizeof *s->seg_objects))) {
+	if (!(s->seg_objects = calloc(COW_LOG_WINDOW, sizeof *s->seg_objects)) ||
+	    !(s->seg_bytes = calloc(COW_LOG_WINDOW, sizeof *s->seg_bytes))) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -311,6 +330,7 @@ void cow_store_close(struct cow_store *s)
 		close(s->lock_fd);
 	free(s->slots);
 	free(s->seg_objects);
+	free(s->seg_bytes);
 	free(s->path);
 	free(s);
 }
@@ -327,6 +347,7 @@ int cow_store_put_hashed(struct cow_store *s, const void *data, size_t len, cons
 	int r = 0;
 	if (e && !damaged(e)) {
 		s->st.dedup_hits++;
+		e->owner = 0; /* named twice now */
 		if (s->marking)
 			e->flags |= COW_MARK_PUT; /* GC must keep what a writer just named */
 		goto out;
@@ -340,6 +361,9 @@ out:
 	pthread_rwlock_unlock(&s->index_lock);
 	return r;
 }
+
+/* Marks, in put_blocks' WHICH[], a new block that the batch names twice. */
+#define SHARED_IN_BATCH ((size_t)1 << (sizeof(size_t) * 8 - 1))
 
 /* An all-zero block is named by the zero hash and never stored. */
 static bool zero_block(struct cow_store *s, const void *data, size_t len, cow_hash *ret)
@@ -367,6 +391,12 @@ int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *r
 }
 
 int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size_t n, cow_hash *ret)
+{
+	return cow_store_put_blocks_owned(s, blocks, n, 0, 0, ret);
+}
+
+int cow_store_put_blocks_owned(struct cow_store *s, const uint8_t *const *blocks, size_t n, uint32_t owner,
+			       uint32_t gen, cow_hash *ret)
 {
 	struct cow_log_rec *recs = malloc(n * sizeof *recs);
 	struct iovec *iov = malloc(2 * n * sizeof *iov);
@@ -402,10 +432,14 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 		s->st.puts++;
 		struct index_entry *e = index_find(s, &ret[i]);
 		bool dup = e && !damaged(e);
-		if (dup && s->marking)
-			e->flags |= COW_MARK_PUT;
+		if (dup) {
+			e->owner = 0; /* named twice now */
+			if (s->marking)
+				e->flags |= COW_MARK_PUT;
+		}
 		for (int k = 0; k < nnew && !dup; k++)
-			dup = cow_hash_eq(&ret[which[k]], &ret[i]); /* twice in this batch */
+			if ((dup = cow_hash_eq(&ret[which[k] & ~SHARED_IN_BATCH], &ret[i]))) /* twice in this batch */
+				which[k] |= SHARED_IN_BATCH;
 		if (dup) {
 			s->st.dedup_hits++;
 			continue;
@@ -413,14 +447,21 @@ int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size
 		iov[2 * nnew] = (struct iovec){ (void *)ret[i].b, COW_HASH_SIZE };
 		iov[2 * nnew + 1] = (struct iovec){ (void *)blocks[i], COW_BLOCK_SIZE };
 		recs[nnew] = (struct cow_log_rec){ COW_REC_OBJ, &iov[2 * nnew], 2 };
-		which[nnew++] = i;
+		/* (a good copy of a damaged object: others may name it already) */
+		which[nnew++] = i | (e ? SHARED_IN_BATCH : 0);
 	}
 	int done = 0;
 	r = cow_log_append_many(s->log, recs, nnew, pos, &done);
 	for (int k = 0; k < done; k++) {
-		int q = index_put(s, &ret[which[k]], pos[k], COW_BLOCK_SIZE, false, true);
+		const cow_hash *hk = &ret[which[k] & ~SHARED_IN_BATCH];
+		int q = index_put(s, hk, pos[k], COW_BLOCK_SIZE, false, true);
 		if (q < 0 && r == 0)
 			r = q;
+		struct index_entry *e = q == 0 && owner && !(which[k] & SHARED_IN_BATCH) ? index_find(s, hk) : NULL;
+		if (e) {
+			e->owner = owner;
+			e->gen = gen;
+		}
 	}
 	pthread_rwlock_unlock(&s->index_lock);
 out:
@@ -574,6 +615,7 @@ int cow_store_meta_scan(struct cow_store *s, uint64_t from, cow_store_meta_fn fn
 int cow_store_sync(struct cow_store *s) { return cow_log_sync(s->log); }
 void cow_store_sync_then(struct cow_store *s, cow_log_synced_fn fn, void *arg) { cow_log_sync_then(s->log, fn, arg); }
 uint64_t cow_store_log_end(struct cow_store *s) { return cow_log_end(s->log); }
+uint64_t cow_store_durable_end(struct cow_store *s) { return cow_log_synced(s->log); }
 
 void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret)
 {
@@ -585,6 +627,74 @@ void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret)
 	ret->log_bytes = ls.bytes;
 	ret->log_syncs = ls.syncs;
 	ret->log_sync_waits = ls.sync_waits;
+}
+
+/* ---- forgetting what only its owner named ------------------------------ */
+
+void cow_store_segment_usage(struct cow_store *s, uint32_t seg, uint32_t *ret_objects, uint64_t *ret_bytes)
+{
+	pthread_rwlock_rdlock(&s->index_lock);
+	*ret_objects = s->seg_objects[COW_LOG_SLOT(seg)];
+	*ret_bytes = s->seg_bytes[COW_LOG_SLOT(seg)];
+	pthread_rwlock_unlock(&s->index_lock);
+}
+
+uint32_t cow_store_new_owner(struct cow_store *s) { return __atomic_add_fetch(&s->owner_seq, 1, __ATOMIC_RELAXED); }
+uint32_t cow_store_new_gen(struct cow_store *s) { return __atomic_add_fetch(&s->gen_seq, 1, __ATOMIC_RELAXED); }
+void cow_store_set_reclaim(struct cow_store *s, bool on) { __atomic_store_n(&s->reclaim_on, on, __ATOMIC_RELAXED); }
+bool cow_store_reclaim_on(struct cow_store *s) { return __atomic_load_n(&s->reclaim_on, __ATOMIC_RELAXED); }
+
+unsigned cow_store_read_enter(struct cow_store *s)
+{
+	/* Counted in the epoch that is current once counted: the next
+	 * barrier waits for exactly that slot. */
+	for (;;) {
+		unsigned e = __atomic_load_n(&s->gate_epoch, __ATOMIC_SEQ_CST) & 1;
+		__atomic_add_fetch(&s->gate_count[e], 1, __ATOMIC_SEQ_CST);
+		if ((__atomic_load_n(&s->gate_epoch, __ATOMIC_SEQ_CST) & 1) == e)
+			return e;
+		__atomic_sub_fetch(&s->gate_count[e], 1, __ATOMIC_SEQ_CST);
+	}
+}
+
+void cow_store_read_leave(struct cow_store *s, unsigned token)
+{
+	__atomic_sub_fetch(&s->gate_count[token], 1, __ATOMIC_SEQ_CST);
+}
+
+/* Wait for every read that entered the gate before this call began. */
+static void read_barrier(struct cow_store *s)
+{
+	pthread_mutex_lock(&s->gate_lock);
+	unsigned old = __atomic_fetch_xor(&s->gate_epoch, 1, __ATOMIC_SEQ_CST) & 1;
+	for (unsigned spins = 0; __atomic_load_n(&s->gate_count[old], __ATOMIC_SEQ_CST); spins++) {
+		if (spins < 64)
+			sched_yield();
+		else
+			usleep(50);
+	}
+	pthread_mutex_unlock(&s->gate_lock);
+}
+
+int cow_store_forget(struct cow_store *s, const cow_hash *h, size_t n, uint32_t owner, uint32_t after_gen,
+		     struct cow_store_forgot *ret)
+{
+	*ret = (struct cow_store_forgot){ 0 };
+	if (owner == 0)
+		return -EINVAL;
+	read_barrier(s);
+	pthread_rwlock_wrlock(&s->index_lock);
+	int r = s->pass ? -EBUSY : 0; /* a GC's plan lists objects by position */
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct index_entry *e = cow_hash_is_zero(&h[i]) ? NULL : index_find(s, &h[i]);
+		if (!e || e->owner != owner || e->gen <= after_gen || damaged(e))
+			continue;
+		ret->objects++;
+		ret->bytes += e->len;
+		index_remove(s, e);
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	return r;
 }
 
 /* ---- mark passes and GC ------------------------------------------------ */
@@ -707,6 +817,8 @@ struct reloc {
 	struct cow_store *s;
 	struct cow_store_sweep *acc;
 	bool keep;              /* a damaged object somebody needs: the segment stays */
+	bool move_damaged;      /* ... unless the log must roll on past it */
+	bool all_indexed;       /* everything the index holds is live (no marks) */
 	uint8_t *buf;           /* payloads (hash + bytes) back to back */
 	size_t used;
 	struct reloc_item { uint64_t pos; size_t off; uint32_t len; bool live; } *items;
@@ -716,6 +828,7 @@ struct reloc {
 #define RELOC_BATCH_ITEMS 512
 
 static bool live(const struct index_entry *e) { return e->flags & (COW_MARK_SEEN | COW_MARK_PUT); }
+static bool kept(const struct reloc *rl, const struct index_entry *e) { return rl->all_indexed || live(e); }
 
 static int reloc_flush(struct reloc *rl)
 {
@@ -732,7 +845,7 @@ static int reloc_flush(struct reloc *rl)
 		it->live = false;
 		if (!e || e->pos != it->pos)
 			continue; /* a copy the index does not use */
-		if (live(e)) {
+		if (kept(rl, e)) {
 			it->live = true;
 			nlive++;
 		} else {
@@ -767,6 +880,8 @@ static int reloc_flush(struct reloc *rl)
 			if (e && e->pos == it->pos) {
 				s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
 				s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos[k]))]++;
+				s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))] -= e->len;
+				s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(pos[k]))] += e->len;
 				e->pos = pos[k];
 			}
 			rl->acc->moved_objects++;
@@ -793,8 +908,15 @@ static int reloc_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *p
 	if (type & COW_REC_DAMAGED) {
 		pthread_rwlock_wrlock(&s->index_lock);
 		struct index_entry *e = index_find(s, (const cow_hash *)payload);
+		bool copy = false;
 		if (e && e->pos == pos) {
-			if (live(e)) {
+			if (kept(rl, e) && rl->move_damaged) {
+				/* The bytes as they are, evidence and all: the copy's
+				 * record checksum is good, and reads of it still fail
+				 * (its bytes do not hash to its name). */
+				rl->acc->damaged_moved++;
+				copy = true;
+			} else if (kept(rl, e)) {
 				rl->keep = true; /* nothing good to copy, and the evidence stays */
 			} else {
 				rl->acc->dropped_objects++;
@@ -803,7 +925,12 @@ static int reloc_record(void *ctx, uint64_t pos, unsigned type, const uint8_t *p
 			}
 		}
 		pthread_rwlock_unlock(&s->index_lock);
-		return 0;
+		if (!copy)
+			return 0;
+		char hex[2 * COW_HASH_SIZE + 1];
+		cow_hash_to_hex((const cow_hash *)payload, hex);
+		cow_warn("gc: moving damaged object %s out of segment %u as it is, so that the log can roll on; "
+			 "reads of it still fail with EIO", hex, COW_LOG_POS_SEG(pos));
 	}
 	if (rl->n == RELOC_BATCH_ITEMS || rl->used + len > RELOC_BATCH_BYTES) {
 		int r = reloc_flush(rl);
@@ -939,7 +1066,7 @@ static int reloc_planned(struct reloc *rl, uint32_t seg, const struct cow_store_
 			struct index_entry *e = it->live ? NULL : index_find(s, &it->key);
 			if (!it->live && (!e || e->pos != it->pos))
 				continue; /* moved or gone since */
-			if (it->live || live(e)) {
+			if (it->live || kept(rl, e)) {
 				/* (one a put revived since the plan is moved too) */
 				x[nx++] = (struct cow_log_extent){ COW_LOG_POS_OFF(it->pos), it->len + COW_HASH_SIZE };
 				continue;
@@ -963,10 +1090,11 @@ static int reloc_planned(struct reloc *rl, uint32_t seg, const struct cow_store_
 	return r == -EBADMSG ? -EAGAIN : r;
 }
 
-int cow_store_relocate(struct cow_store *s, uint32_t seg, const struct cow_store_plan *plan,
+int cow_store_relocate(struct cow_store *s, uint32_t seg, const struct cow_store_plan *plan, unsigned flags,
 		       struct cow_store_sweep *acc)
 {
-	struct reloc rl = { .s = s, .acc = acc };
+	struct reloc rl = { .s = s, .acc = acc, .move_damaged = flags & COW_RELOC_MOVE_DAMAGED,
+			    .all_indexed = flags & COW_RELOC_ALL_INDEXED };
 	rl.buf = malloc(RELOC_BATCH_BYTES);
 	rl.items = malloc(RELOC_BATCH_ITEMS * sizeof *rl.items);
 	int r = rl.buf && rl.items ? 0 : -ENOMEM;

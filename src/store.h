@@ -70,6 +70,12 @@ int cow_store_put(struct cow_store *s, const void *data, size_t len, cow_hash *r
 /* Put N blocks of COW_BLOCK_SIZE bytes at once: the new ones go to the log
  * in one write.  RET[i] names block i (zero hash for an all-zero block). */
 int cow_store_put_blocks(struct cow_store *s, const uint8_t *const *blocks, size_t n, cow_hash *ret);
+/* The same, naming OWNER (non-zero) at generation GEN as the one that
+ * stored each block appended here, so that cow_store_forget may drop it
+ * later; a block already stored, or named twice in the batch, is not
+ * OWNER's alone. */
+int cow_store_put_blocks_owned(struct cow_store *s, const uint8_t *const *blocks, size_t n, uint32_t owner,
+			       uint32_t gen, cow_hash *ret);
 /* Put an object whose hash the caller already computed. */
 int cow_store_put_hashed(struct cow_store *s, const void *data, size_t len, const cow_hash *h);
 /* Read the object H, which must be exactly LEN bytes; the zero hash reads as zeros. */
@@ -87,12 +93,54 @@ int cow_store_sync(struct cow_store *s);
  * sync (see cow_log_sync_then). */
 void cow_store_sync_then(struct cow_store *s, cow_log_synced_fn fn, void *arg);
 uint64_t cow_store_log_end(struct cow_store *s);
+/* Every record below this position is durable. */
+uint64_t cow_store_durable_end(struct cow_store *s);
 void cow_store_get_stats(struct cow_store *s, struct cow_store_stats *ret);
 /* fsck: read and verify H with no message: 0, -ENOENT (not stored), -EBADMSG
  * (its record fails its checksum), -EIO (wrong bytes, or unreadable).
  * *RET_POS: where it is stored (0: nowhere).  With RET_BUF, its bytes
  * (malloc'd). */
 int cow_store_check(struct cow_store *s, const cow_hash *h, uint64_t *ret_pos, void **ret_buf, size_t *ret_len);
+
+/* ---- forgetting what only its owner named ---- */
+/* An object stored by cow_store_put_blocks_owned keeps its owner and
+ * generation until any later put names it too (deduplication: then it is
+ * nobody's alone).  When the owner has overwritten the only place that
+ * named it, durably, and no root anything else may read holds it (the
+ * caller's rules, see docs/RECLAIM.md), cow_store_forget drops it from
+ * the index: the record stays in its segment as garbage, a later put of
+ * the same bytes stores them anew, and a reopen brings the entry back
+ * (owned by nobody), for GC to find unreached.
+ *
+ * Readers that took a hash from a file's map before an overwrite must
+ * still find the object: they read between cow_store_read_enter() and
+ * cow_store_read_leave(), entered before they look the hash up, and
+ * cow_store_forget waits for every reader that entered before it was
+ * called.  Entering costs two atomic operations; nobody ever waits to
+ * enter. */
+/* The objects the index holds in segment SEG, and their bytes: what a
+ * cleaner would have to move to drop it. */
+void cow_store_segment_usage(struct cow_store *s, uint32_t seg, uint32_t *ret_objects, uint64_t *ret_bytes);
+/* Owners and generations for cow_store_put_blocks_owned, from counters
+ * of the open store, never 0, never reused while it is open (an index
+ * entry's owner does not outlive a reopen). */
+uint32_t cow_store_new_owner(struct cow_store *s);
+/* Whether anything forgets (off at open): writers keep no candidates
+ * while it is off. */
+void cow_store_set_reclaim(struct cow_store *s, bool on);
+bool cow_store_reclaim_on(struct cow_store *s);
+uint32_t cow_store_new_gen(struct cow_store *s);
+unsigned cow_store_read_enter(struct cow_store *s);
+void cow_store_read_leave(struct cow_store *s, unsigned token);
+struct cow_store_forgot {
+	uint64_t objects, bytes;
+};
+/* Forget each of H[0..N) whose owner is OWNER (non-zero) and whose
+ * generation is above AFTER_GEN; others are left alone.  -EBUSY (nothing
+ * forgotten) while a mark pass runs: a GC's plan lists objects by
+ * position.  -EINVAL for owner 0. */
+int cow_store_forget(struct cow_store *s, const cow_hash *h, size_t n, uint32_t owner, uint32_t after_gen,
+		     struct cow_store_forgot *ret);
 
 /* ---- mark passes and GC ---- */
 #define COW_MARK_DAMAGED 0x01u /* the only copy fails its checksum */
@@ -132,6 +180,7 @@ int cow_store_segments(struct cow_store *s, struct cow_log_segment **ret, size_t
 struct cow_store_sweep {
 	uint64_t moved_objects, moved_bytes;     /* live, copied to the head */
 	uint64_t dropped_objects, dropped_bytes; /* dead, forgotten */
+	uint64_t damaged_moved;                  /* damaged but reached, moved as they are */
 };
 /* A list of the objects the index holds in segments SEGS[0..N), made once
  * per sweep (one pass over the index; 48 bytes per object), so that each
@@ -142,9 +191,18 @@ void cow_store_plan_free(struct cow_store_plan *p);
 /* Copy every live object of segment SEG (marked in this pass) to the head of
  * the log and forget the dead ones; adds to *ACC.  With PLAN (which must
  * name SEG) it reads only the records of live objects, else the whole
- * segment.  1: SEG may be dropped once the log is synced; 0: it must stay
- * (it holds a damaged object that is still reached); -errno. */
-int cow_store_relocate(struct cow_store *s, uint32_t seg, const struct cow_store_plan *plan,
+ * segment.  A damaged object that is still reached is left where it is,
+ * the evidence in place, or with COW_RELOC_MOVE_DAMAGED (the log must roll
+ * on past SEG) copied as it is: its new record is sound, its bytes still
+ * fail the hash check of every read.  With COW_RELOC_ALL_INDEXED every
+ * object the index holds in SEG counts as live, marked or not: for a
+ * cleaner that moves what cow_store_forget left of a segment (still
+ * within a mark pass, which keeps GC and forgetting out).  1: SEG may be
+ * dropped once the log is synced; 0: it must stay (it holds a damaged
+ * object that is still reached); -errno. */
+#define COW_RELOC_MOVE_DAMAGED 0x1u
+#define COW_RELOC_ALL_INDEXED  0x2u
+int cow_store_relocate(struct cow_store *s, uint32_t seg, const struct cow_store_plan *plan, unsigned flags,
 		       struct cow_store_sweep *acc);
 /* Sync the log, then drop the segments (log.h); refused if the index still
  * points into one of them. */

@@ -17,7 +17,10 @@
 #   a flipped byte in a table's block of an unmounted store: cowfs fsck
 #     (opening the store itself) names the branch and the table's file and
 #     exits 1; an offline gc still runs and keeps the damaged data;
-#   automatic gc: a 256 MiB file overwritten with new data six times (1.5 GiB
+#   early reclaim: a 256 MiB file written over in place six times needs no
+#     collection: within 30 s the segment files are under 512 MiB, the file
+#     reads back after a remount, fsck is clean;
+#   automatic gc: a 256 MiB file replaced with new data six times (1.5 GiB
 #     written, 256 MiB live) on a mount with default options: the daemon
 #     collects by itself, the segment files end below live + 1 GiB + two
 #     segments, and the file reads back as last written; with -o autogc=0
@@ -247,18 +250,26 @@ pass "offline gc runs around the damaged block and keeps it"
 
 # --- automatic gc ------------------------------------------------------------------
 sum_of() { sha256sum <"$1" | cut -d' ' -f1; }
-# write_round MNT: write 256 MiB of new random data over MNT/main/big, durably;
-# its sha256 in ROUND_SUM, dd's complaint in $T/dd.err; the status of dd
+# write_round MNT [inplace]: 256 MiB of new random data as MNT/main/big,
+# durably: a new file renamed over the old one, whose blocks only a
+# collection frees; or, with inplace, written over the old blocks, which
+# early reclaim frees.  Its sha256 in ROUND_SUM, dd's complaint in
+# $T/dd.err; the status of dd (or mv)
 write_round() {
 	head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
 	ROUND_SUM=$(sum_of "$T/round")
-	dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none 2>"$T/dd.err"
+	if [ "${2:-}" = inplace ]; then
+		dd if="$T/round" of="$1/main/big" bs=1M conv=notrunc,fsync status=none 2>"$T/dd.err"
+	else
+		dd if="$T/round" of="$1/main/big.new" bs=1M conv=fsync status=none 2>"$T/dd.err" &&
+			mv -f "$1/main/big.new" "$1/main/big" 2>"$T/dd.err"
+	fi
 }
-# overwrite_rounds MNT N: write_round N times, each one required to succeed
+# overwrite_rounds MNT N [inplace]: write_round N times, each one required to succeed
 overwrite_rounds() {
 	local i
 	for i in $(seq "$2"); do
-		write_round "$1" || fail "write round $i on $1: $(cat "$T/dd.err")"
+		write_round "$1" "${3:-}" || fail "write round $i on $1: $(cat "$T/dd.err")"
 	done
 	rm -f "$T/round"
 }
@@ -274,12 +285,41 @@ await_collection() {
 	done
 	grep "gc: " "$1/cowfsd.log" | sed 's/^/    /'
 }
+# intact_after_remount NAME WHAT: $T/NAME.mnt/main/big reads as last written,
+# and again after an unmount and a mount of $T/NAME; left unmounted.
+# WHAT says after what, in the failure message.
+intact_after_remount() {
+	[ "$(sum_of "$T/$1.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after $2"
+	cowfs_umount "$T/$1.mnt" || fail "umount $1"
+	cowfs_mount "$T/$1" "$T/$1.mnt" || fail "remount $1"
+	[ "$(sum_of "$T/$1.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after a remount"
+	cowfs_umount "$T/$1.mnt" || fail "umount $1"
+}
 # auto_store NAME [mount args]: a new store $T/NAME mounted at $T/NAME.mnt
 auto_store() {
 	mkdir -p "$T/$1.mnt"
 	store_init "$T/$1" root >/dev/null || fail "cowfs init $1"
 	cowfs_mount "$T/$1" "$T/$1.mnt" "${@:2}" || fail "mount $1"
 }
+# early reclaim: the same file written over in place six times needs no
+# collection; the blocks each round replaced are forgotten and their
+# segments rewritten within a few of the cleaner's 5 s looks
+auto_store reclaim
+overwrite_rounds "$T/reclaim.mnt" 6 inplace
+store=$T/reclaim
+for _ in $(seq 12); do
+	[ "$(seg_bytes)" -le $((256 * MiB + 256 * MiB)) ] && break
+	sleep 2.5
+done
+b=$(seg_bytes)
+[ "$(collections "$T/reclaim")" = 0 ] || fail "a collection ran: $(grep "gc: " "$T/reclaim/cowfsd.log")"
+grep "reclaim: " "$T/reclaim/cowfsd.log" | sed 's/^/    /'
+[ "$b" -le $((256 * MiB + 256 * MiB)) ] ||
+	fail "segment files take $(mib "$b") 30 s after 1.5 GiB written in place over 256 MiB, with no collection"
+intact_after_remount reclaim "early reclaim"
+out=$("$C" fsck "$T/reclaim" 2>&1) || fail "fsck after early reclaim: $out"
+pass "early reclaim: 1.5 GiB written in place over a 256 MiB file, no collection, segment files $(mib "$b"), the file intact after a remount, fsck clean"
+
 auto_store auto
 overwrite_rounds "$T/auto.mnt" 6
 await_collection "$T/auto"
@@ -289,11 +329,7 @@ store=$T/auto
 b=$(seg_bytes)
 [ "$b" -le $((256 * MiB + 1024 * MiB + 128 * MiB)) ] ||
 	fail "segment files take $(mib "$b") after the automatic gc, for 256 MiB live"
-[ "$(sum_of "$T/auto.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after the automatic gc"
-cowfs_umount "$T/auto.mnt" || fail "umount auto"
-cowfs_mount "$T/auto" "$T/auto.mnt" || fail "remount auto"
-[ "$(sum_of "$T/auto.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after a remount"
-cowfs_umount "$T/auto.mnt" || fail "umount auto"
+intact_after_remount auto "the automatic gc"
 pass "automatic gc: 1.5 GiB written over a 256 MiB file, segment files $(mib "$b"), the file intact after a remount"
 
 auto_store manual -o autogc=0

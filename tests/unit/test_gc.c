@@ -88,6 +88,23 @@ static void write_file(struct cow_branch *b, const char *name, off_t off, size_t
 	free(buf);
 }
 
+/* 0 if file NAME of state B reads as LEN bytes of SEED's noise, else the error. */
+static int reads_as(struct cow_branch *b, const char *name, size_t len, uint64_t seed)
+{
+	struct cow_attr a;
+	int r = cow_branch_lookup(b, COW_ROOT_INO, name, &a);
+	if (r < 0)
+		return r;
+	uint8_t *want = malloc(len), *got = malloc(len);
+	tu_fill(want, len, seed);
+	ssize_t n = cow_branch_read(b, a.ino, 0, len, got);
+	r = n < 0 ? (int)n : n != (ssize_t)len || memcmp(want, got, len) ? -EILSEQ : 0;
+	cow_branch_forget(b, a.ino, 1);
+	free(want);
+	free(got);
+	return r;
+}
+
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
 	const uint8_t *b = p;
@@ -409,17 +426,9 @@ static void *reader_thread(void *a)
 {
 	struct worker *w = a;
 	struct cow_branch *b = br(w->e, "keep");
-	uint8_t *buf = malloc(MiB), *want = malloc(MiB);
-	tu_fill(want, MiB, 77);
-	struct cow_attr at;
-	ck_assert_int_eq(cow_branch_lookup(b, COW_ROOT_INO, "cold", &at), 0);
-	while (!w->stop) {
-		if (cow_branch_read(b, at.ino, 0, MiB, buf) != (ssize_t)MiB || memcmp(buf, want, MiB) != 0)
+	while (!w->stop)
+		if (reads_as(b, "cold", MiB, 77) != 0)
 			w->errors++;
-	}
-	cow_branch_forget(b, at.ino, 1);
-	free(buf);
-	free(want);
 	return NULL;
 }
 
@@ -615,7 +624,38 @@ START_TEST(test_fsck_names_branch_and_file)
 	struct cow_gc_stats st = gc(&e, 100);
 	ck_assert_uint_eq(st.damaged, 1);
 	ck_assert_uint_ge(st.segments_kept_damaged, 1);
+	ck_assert_uint_eq(st.damaged_moved, 0);
 	ck_assert_int_eq(fsck_problems(&e, &f), 2);
+	/* ... until the log must roll on past it (a window of 16 segments:
+	 * old at 8 behind the head, appends refused at 14): then the object
+	 * moves as it is, the segment goes, and reads of it still fail */
+	ck_assert_int_eq(cow_fs_close(e.fs), 0);
+	setenv("COWFS_TEST_LOG_WINDOW", "16", 1);
+	ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
+	unsetenv("COWFS_TEST_LOG_WINDOW"); /* read at open only */
+	uint64_t moved = 0;
+	int rounds = 0;
+	for (; rounds < 40; rounds++) {
+		write_file(br(&e, "main"), "churn", 0, 8192, 60 + rounds);
+		st = gc(&e, 100);
+		moved += st.damaged_moved;
+		if (moved && rounds >= 30)
+			break;
+	}
+	ck_assert_uint_eq(moved, 1);
+	ck_assert_int_eq(access(path, F_OK), -1); /* the damaged segment is gone */
+	for (int pass = 0; pass < 2; pass++) { /* and after a remount, whose scan finds its record sound */
+		ck_assert_int_eq(fsck_problems(&e, &f), 2);
+		m = br(&e, "main");
+		ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "dir", &d), 0);
+		ck_assert_int_eq(cow_branch_lookup(m, d.ino, "victim", &v), 0);
+		ck_assert_int_eq(cow_branch_read(m, v.ino, 3 * 8192, 8192, buf), -EIO);
+		ck_assert_int_eq(cow_branch_read(m, v.ino, 2 * 8192, 8192, buf), 8192);
+		cow_branch_forget(m, v.ino, 1);
+		cow_branch_forget(m, d.ino, 1);
+		ck_assert_int_eq(cow_fs_close(e.fs), 0);
+		ck_assert_int_eq(cow_fs_open(e.path, &e.fs), 0);
+	}
 	/* once no ref reaches it, it is garbage like any other block */
 	struct cow_branch *c = br(&e, "child");
 	ck_assert_int_eq(cow_branch_lookup(c, COW_ROOT_INO, "dir", &d), 0);
@@ -633,6 +673,52 @@ START_TEST(test_fsck_names_branch_and_file)
 }
 END_TEST
 
+/* ---- early reclaim ----------------------------------------------------- */
+
+START_TEST(test_reclaim_overwritten_blocks)
+{
+	struct env e;
+	env_new(&e);
+	cow_fs_set_reclaim(e.fs, true);
+	/* main's "wal", 4 MiB, written 48 times over (192 MiB, three segments
+	 * and more); a snapshot after the 8th version; "kept" is a copy of the
+	 * 21st version, stored once (dedup) */
+	for (int v = 0; v < 48; v++) {
+		write_file(br(&e, "main"), "wal", 0, 4 * MiB, 100 + v);
+		ck_assert_int_eq(cow_fs_sync(e.fs), 0);
+		if (v == 7) {
+			struct cow_ref ref = { .name = "s8" };
+			ck_assert_int_eq(cow_fs_snapshot_create(e.fs, "main", &ref, NULL, NULL), 0);
+		}
+		if (v == 20)
+			write_file(br(&e, "main"), "kept", 0, 4 * MiB, 100 + v);
+	}
+	struct cow_fs_reclaim_stats rs;
+	ck_assert_int_eq(cow_fs_reclaim(e.fs, &rs), 0);
+	/* versions 8..46 were replaced after the snapshot; the 21st is kept's too */
+	ck_assert_uint_eq(rs.forgotten_objects, (47 - 8 - 1) * 512);
+	ck_assert_uint_eq(rs.forgotten_bytes, rs.forgotten_objects * 8192);
+	ck_assert_uint_ge(rs.segments_cleaned, 1);
+	ck_assert_uint_lt(rs.disk_after + 64 * MiB, rs.disk_before);
+	/* nothing more to forget; what each ref holds reads, also after a reopen */
+	ck_assert_int_eq(cow_fs_reclaim(e.fs, &rs), 0);
+	ck_assert_uint_eq(rs.forgotten_objects, 0);
+	for (int pass = 0; pass < 2; pass++) {
+		ck_assert_int_eq(reads_as(br(&e, "main"), "wal", 4 * MiB, 100 + 47), 0);
+		ck_assert_int_eq(reads_as(br(&e, "main"), "kept", 4 * MiB, 100 + 20), 0);
+		unsigned slot;
+		struct cow_branch *snap = cow_fs_hold_name(e.fs, COW_REF_SNAPSHOT, "s8", &slot);
+		ck_assert_ptr_nonnull(snap);
+		ck_assert_int_eq(reads_as(snap, "wal", 4 * MiB, 100 + 7), 0);
+		cow_fs_release(e.fs, slot);
+		struct fsck_seen f;
+		ck_assert_int_eq(fsck_problems(&e, &f), 0);
+		env_reopen(&e);
+	}
+	env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("gc");
@@ -640,6 +726,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_usage_own_and_shared);
 	tcase_add_test(tc, test_gc_reclaims_and_keeps_everything_else);
+	tcase_add_test(tc, test_reclaim_overwritten_blocks);
 	tcase_add_test(tc, test_gc_online_loses_nothing);
 	tcase_add_test(tc, test_gc_crash_at_every_sync);
 	tcase_add_test(tc, test_fsck_names_branch_and_file);

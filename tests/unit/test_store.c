@@ -4,7 +4,11 @@
  * marks by puts during a pass), relocation of a segment's live objects and
  * the drop of the segment, with readers racing it.  Hashing many blocks
  * at once (sixteen lanes where the CPU has AVX-512) gives OpenSSL's answer,
- * and so does a batch put of blocks. */
+ * and so does a batch put of blocks.  An object only its owner named is
+ * forgotten when asked, and nothing else is, nor while a reader is inside
+ * the read gate; a segment's indexed bytes count what is left, and a
+ * cleaner's relocation moves all of it and drops the rest with the
+ * segment. */
 #include <pthread.h>
 #include "crc32c.h"
 #include "hash.h"
@@ -406,7 +410,7 @@ START_TEST(test_mark_relocate_drop)
 	pthread_t th;
 	pthread_create(&th, NULL, reader, &ra);
 	struct cow_store_sweep acc = { 0 };
-	ck_assert_int_eq(cow_store_relocate(s, 1, plan, &acc), 1);
+	ck_assert_int_eq(cow_store_relocate(s, 1, plan, 0, &acc), 1);
 	cow_store_plan_free(plan);
 	ck_assert_uint_eq(acc.moved_objects, 26);
 	ck_assert_uint_eq(acc.dropped_objects, 14); /* 25..29, 31..39 */
@@ -465,7 +469,7 @@ START_TEST(test_index_remove_keeps_probe_runs)
 	for (int i = 0; i < N; i += 3)
 		ck_assert_int_eq(cow_store_mark(s, &h[i], 1, 1, false, &m), 0);
 	struct cow_store_sweep acc = { 0 };
-	ck_assert_int_eq(cow_store_relocate(s, 1, NULL, &acc), 1);
+	ck_assert_int_eq(cow_store_relocate(s, 1, NULL, 0, &acc), 1);
 	ck_assert_uint_eq(acc.moved_objects, N / 3);
 	ck_assert_uint_eq(acc.dropped_objects, N - N / 3);
 	for (int i = 0; i < N; i++)
@@ -513,7 +517,7 @@ START_TEST(test_relocate_reads_only_live)
 	bytes_read = 0;
 	cow_io_set(&counting);
 	struct cow_store_sweep acc = { 0 };
-	int r = cow_store_relocate(s, 1, plan, &acc);
+	int r = cow_store_relocate(s, 1, plan, 0, &acc);
 	cow_io_set(NULL);
 	cow_store_plan_free(plan);
 	ck_assert_int_eq(r, 1);
@@ -539,6 +543,169 @@ START_TEST(test_relocate_reads_only_live)
 }
 END_TEST
 
+/* Put seeds SEED[0..N) as one batch owned by OWNER at GEN. */
+static void put_owned(struct cow_store *s, const uint64_t *seed, size_t n, uint32_t owner, uint32_t gen, cow_hash *h)
+{
+	uint8_t *buf = malloc(n * COW_BLOCK_SIZE);
+	const uint8_t **blocks = malloc(n * sizeof *blocks);
+	for (size_t i = 0; i < n; i++) {
+		tu_fill(buf + i * COW_BLOCK_SIZE, COW_BLOCK_SIZE, seed[i]);
+		blocks[i] = buf + i * COW_BLOCK_SIZE;
+	}
+	ck_assert_int_eq(cow_store_put_blocks_owned(s, blocks, n, owner, gen, h), 0);
+	free(blocks);
+	free(buf);
+}
+
+static uint64_t forget1(struct cow_store *s, const cow_hash *h, uint32_t owner, uint32_t after_gen)
+{
+	struct cow_store_forgot f;
+	ck_assert_int_eq(cow_store_forget(s, h, 1, owner, after_gen, &f), 0);
+	ck_assert_uint_eq(f.bytes, f.objects * COW_BLOCK_SIZE);
+	return f.objects;
+}
+
+struct forgetter { struct cow_store *s; const cow_hash *h; int done; };
+static void *forget_thread(void *arg)
+{
+	struct forgetter *f = arg;
+	struct cow_store_forgot got;
+	ck_assert_int_eq(cow_store_forget(f->s, f->h, 1, 7, 0, &got), 0);
+	ck_assert_uint_eq(got.objects, 1);
+	__atomic_store_n(&f->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+START_TEST(test_forget_only_what_its_owner_alone_named)
+{
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	/* owner 7 at generation 5: a, b, c, d; then b is put again by
+	 * someone else (dedup), and e twice in one batch */
+	const uint64_t seeds[] = { 1, 2, 3, 4, 5, 5 };
+	cow_hash h[6], again;
+	put_owned(s, seeds, 4, 7, 5, h);
+	put_seed(s, 2, &again);
+	ck_assert(cow_hash_eq(&again, &h[1]));
+	put_owned(s, seeds + 4, 2, 7, 5, h + 4);
+	struct cow_store_stats st0, st1;
+	cow_store_get_stats(s, &st0);
+	ck_assert_uint_eq(forget1(s, &h[0], 8, 0), 0); /* another owner */
+	ck_assert_uint_eq(forget1(s, &h[0], 7, 5), 0); /* not after the generation given */
+	ck_assert_uint_eq(forget1(s, &h[1], 7, 0), 0); /* named again since */
+	ck_assert_uint_eq(forget1(s, &h[4], 7, 0), 0); /* named twice by its own batch */
+	ck_assert_int_eq(cow_store_has(s, &h[0]), 1);
+	/* during a mark pass nothing is forgotten */
+	struct cow_store_forgot f;
+	ck_assert_int_eq(cow_store_mark_begin(s), 0);
+	ck_assert_int_eq(cow_store_forget(s, &h[0], 1, 7, 4, &f), -EBUSY);
+	ck_assert_uint_eq(f.objects, 0);
+	cow_store_mark_end(s);
+	ck_assert_int_eq(cow_store_has(s, &h[0]), 1);
+	ck_assert_int_eq(cow_store_forget(s, &h[0], 1, 0, 0, &f), -EINVAL);
+	/* a is its owner's alone: forgotten; the others still read */
+	ck_assert_uint_eq(forget1(s, &h[0], 7, 4), 1);
+	ck_assert_uint_eq(forget1(s, &h[0], 7, 4), 0);
+	cow_store_get_stats(s, &st1);
+	ck_assert_uint_eq(st1.objects, st0.objects - 1);
+	ck_assert_int_eq(cow_store_has(s, &h[0]), 0);
+	check_seed(s, 2, &h[1]);
+	check_seed(s, 3, &h[2]);
+	check_seed(s, 5, &h[4]);
+	/* the same bytes put again are stored anew, and read */
+	cow_hash a2;
+	put_seed(s, 1, &a2);
+	ck_assert(cow_hash_eq(&a2, &h[0]));
+	check_seed(s, 1, &h[0]);
+	cow_store_get_stats(s, &st1);
+	ck_assert_uint_eq(st1.objects, st0.objects);
+	/* a reader inside the gate holds the forgetting back until it leaves */
+	struct forgetter fg = { s, &h[3], 0 };
+	unsigned tok = cow_store_read_enter(s);
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, forget_thread, &fg), 0);
+	usleep(100 * 1000);
+	ck_assert_int_eq(__atomic_load_n(&fg.done, __ATOMIC_SEQ_CST), 0);
+	check_seed(s, 4, &h[3]);
+	cow_store_read_leave(s, tok);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+	ck_assert_int_eq(fg.done, 1);
+	ck_assert_int_eq(cow_store_has(s, &h[3]), 0);
+	/* a reopen finds d's record again, owned by nobody */
+	ck_assert_int_eq(cow_store_sync(s), 0);
+	cow_store_close(s);
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	check_seed(s, 4, &h[3]);
+	ck_assert_uint_eq(forget1(s, &h[3], 7, 0), 0);
+	check_seed(s, 3, &h[2]);
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
+/* Forgetting, then cleaning: what is forgotten goes with its segment, all
+ * the rest moves, marked or not. */
+START_TEST(test_forget_then_clean_segment)
+{
+	char *tmp, *path;
+	struct cow_store *s = open_new(&tmp, &path);
+	uint64_t seeds[64];
+	cow_hash owned[64], other[4];
+	for (int i = 0; i < 64; i++)
+		seeds[i] = 500 + i;
+	put_owned(s, seeds, 64, 3, 2, owned);
+	for (int i = 0; i < 4; i++)
+		put_seed(s, 600 + i, &other[i]);
+	ck_assert_int_eq(cow_store_roll(s), 0);
+	uint32_t objects;
+	uint64_t bytes;
+	cow_store_segment_usage(s, 1, &objects, &bytes);
+	ck_assert_uint_eq(objects, 68);
+	ck_assert_uint_eq(bytes, 68 * COW_BLOCK_SIZE);
+	struct cow_store_forgot f;
+	ck_assert_int_eq(cow_store_forget(s, owned, 60, 3, 1, &f), 0);
+	ck_assert_uint_eq(f.objects, 60);
+	cow_store_segment_usage(s, 1, &objects, &bytes);
+	ck_assert_uint_eq(objects, 8);
+	ck_assert_uint_eq(bytes, 8 * COW_BLOCK_SIZE);
+	/* a cleaner's pass: nothing is marked, everything indexed moves */
+	ck_assert_int_eq(cow_store_mark_begin(s), 0);
+	const uint32_t seg1 = 1;
+	struct cow_store_plan *plan;
+	ck_assert_int_eq(cow_store_plan(s, &seg1, 1, &plan), 0);
+	struct cow_store_sweep acc = { 0 };
+	ck_assert_int_eq(cow_store_relocate(s, 1, plan, COW_RELOC_ALL_INDEXED, &acc), 1);
+	cow_store_plan_free(plan);
+	ck_assert_uint_eq(acc.moved_objects, 8);
+	ck_assert_uint_eq(acc.dropped_objects, 0);
+	ck_assert_int_eq(cow_store_drop_segments(s, &seg1, 1), 0);
+	cow_store_mark_end(s);
+	cow_store_segment_usage(s, 1, &objects, &bytes);
+	ck_assert_uint_eq(objects, 0);
+	ck_assert_uint_eq(bytes, 0);
+	char seg[600];
+	tu_seg_path(path, 1, seg, sizeof seg);
+	ck_assert_int_eq(access(seg, F_OK), -1);
+	for (int pass = 0; pass < 2; pass++) { /* and after a reopen */
+		for (int i = 60; i < 64; i++)
+			check_seed(s, 500 + i, &owned[i]);
+		for (int i = 0; i < 4; i++)
+			check_seed(s, 600 + i, &other[i]);
+		for (int i = 0; i < 60; i++)
+			ck_assert_int_eq(cow_store_has(s, &owned[i]), 0);
+		ck_assert_int_eq(cow_store_sync(s), 0);
+		cow_store_close(s);
+		ck_assert_int_eq(cow_store_open(path, &s), 0);
+	}
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store");
@@ -554,6 +721,8 @@ int main(void)
 	tcase_add_loop_test(tc, test_mark_relocate_drop, 0, 2);
 	tcase_add_test(tc, test_relocate_reads_only_live);
 	tcase_add_test(tc, test_index_remove_keeps_probe_runs);
+	tcase_add_test(tc, test_forget_only_what_its_owner_alone_named);
+	tcase_add_test(tc, test_forget_then_clean_segment);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
 }
