@@ -1381,6 +1381,27 @@ ssize_t cow_branch_read(struct cow_branch *b, uint64_t ino, off_t off, size_t si
 	return r < 0 ? r : (ssize_t)len;
 }
 
+/* cow_store_hold() the N blocks BLOCKS[] stored as H[] before the lock was
+ * taken; put again those a sweep took meanwhile.  Called locked. */
+static int hold_blocks(struct cow_branch *b, const uint8_t **blocks, const cow_hash *h, uint32_t n)
+{
+	bool *missing = malloc(n * sizeof *missing);
+	const uint8_t **again = malloc(n * sizeof *again);
+	cow_hash *h2 = malloc(n * sizeof *h2);
+	int r = missing && again && h2 ? 0 : -ENOMEM;
+	uint32_t k = 0;
+	if (r == 0 && cow_store_hold(b->store, h, n, missing))
+		for (uint32_t i = 0; i < n; i++)
+			if (missing[i])
+				again[k++] = blocks[i];
+	if (k)
+		r = cow_store_put_blocks_owned(b->store, again, k, b->owner, b->put_gen, h2);
+	free(missing);
+	free(again);
+	free(h2);
+	return r;
+}
+
 ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t size, const void *buf)
 {
 	struct cow_inode *in;
@@ -1393,10 +1414,11 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 	/* Blocks the write covers whole are hashed and stored before taking the
 	 * branch lock, so that concurrent writes hash in parallel; only partial
 	 * edge blocks need the file's current content, under the lock. */
-	uint64_t pre_first;
+	uint64_t pre_first, token = 0;
 	uint32_t npre = full_blocks(off, size, &pre_first);
+	const uint8_t **blocks = NULL;
 	if (npre && npre <= COW_TX_MAX_BLOCKS) {
-		const uint8_t **blocks = malloc(npre * sizeof *blocks);
+		blocks = malloc(npre * sizeof *blocks);
 		pre = malloc(npre * sizeof *pre);
 		if (!blocks || !pre) {
 			free(blocks);
@@ -1405,16 +1427,21 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 		}
 		for (uint32_t i = 0; i < npre; i++)
 			blocks[i] = (const uint8_t *)buf + ((pre_first + i) * BS - off);
+		token = cow_store_pass_token(b->store);
 		/* (a checkpoint meanwhile only makes the tag older: more careful) */
 		r = cow_store_put_blocks_owned(b->store, blocks, npre, b->owner,
 					       __atomic_load_n(&b->put_gen, __ATOMIC_RELAXED), pre);
-		free(blocks);
 		if (r < 0) {
+			free(blocks);
 			free(pre);
 			return r;
 		}
 	}
 	LOCK_OR_FAIL(b);
+	/* A GC pass that began since took its roots without these blocks:
+	 * they are kept for it now, or put again if its sweep took them. */
+	if (pre && cow_store_pass_token(b->store) != token && (r = hold_blocks(b, blocks, pre, npre)) < 0)
+		goto out;
 	if ((r = inode_get(b, ino, false, &in)) < 0)
 		goto out;
 	if (!S_ISREG(in->rec.mode)) {
@@ -1433,6 +1460,7 @@ ssize_t cow_branch_write(struct cow_branch *b, uint64_t ino, off_t off, size_t s
 	r = tx_commit(b);
 out:
 	pthread_mutex_unlock(&b->lock);
+	free(blocks);
 	free(pre);
 	return r < 0 ? r : (ssize_t)size;
 }

@@ -43,6 +43,7 @@ struct cow_store {
 	struct cow_store_stats st;
 	bool pass;       /* a mark pass is under way (cow_store_mark_begin..end) */
 	bool marking;    /* and its marks are cleared: puts mark what they store or find */
+	uint64_t pass_seq; /* bumped as a pass begins and ends (cow_store_pass_token) */
 	uint32_t *seg_objects; /* indexed objects per segment slot (COW_LOG_SLOT): a segment
 				* is dropped only when none is left */
 	uint64_t *seg_bytes;   /* and their bytes */
@@ -710,6 +711,7 @@ int cow_store_mark_begin(struct cow_store *s)
 		/* Nothing marks until s->marking: the marks can be cleared a chunk
 		 * at a time; a grow in between moves entries, so it starts over. */
 		s->pass = true;
+		s->pass_seq++;
 		size_t cap = s->cap;
 		for (size_t i = 0; i < s->cap;) {
 			if (s->cap != cap) {
@@ -734,10 +736,36 @@ int cow_store_mark_begin(struct cow_store *s)
 void cow_store_mark_end(struct cow_store *s)
 {
 	pthread_rwlock_wrlock(&s->index_lock);
-	if (s->pass)
+	if (s->pass) {
 		cow_log_set_reserve(s->log, false);
+		s->pass_seq++;
+	}
 	s->marking = s->pass = false;
 	pthread_rwlock_unlock(&s->index_lock);
+}
+
+uint64_t cow_store_pass_token(struct cow_store *s)
+{
+	pthread_rwlock_rdlock(&s->index_lock);
+	uint64_t t = s->pass_seq * 2 + s->marking;
+	pthread_rwlock_unlock(&s->index_lock);
+	return t;
+}
+
+size_t cow_store_hold(struct cow_store *s, const cow_hash *h, size_t n, bool *missing)
+{
+	size_t nmissing = 0;
+	pthread_rwlock_wrlock(&s->index_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct index_entry *e = cow_hash_is_zero(&h[i]) ? NULL : index_find(s, &h[i]);
+		missing[i] = !cow_hash_is_zero(&h[i]) && (!e || damaged(e));
+		if (missing[i])
+			nmissing++;
+		else if (e && s->marking)
+			e->flags |= COW_MARK_PUT;
+	}
+	pthread_rwlock_unlock(&s->index_lock);
+	return nmissing;
 }
 
 int cow_store_mark(struct cow_store *s, const cow_hash *h, size_t n, uint32_t root, bool shared,

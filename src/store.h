@@ -160,6 +160,15 @@ struct cow_mark {
 };
 int cow_store_mark_begin(struct cow_store *s);
 void cow_store_mark_end(struct cow_store *s);
+/* Blocks put before the writer takes the lock under which it names them
+ * (branch.c's writes hash and store outside the branch lock): a pass that
+ * began in between took its roots without them, and their put marked
+ * nothing.  Read a token before such a put; if it differs once the lock is
+ * held, cow_store_hold() the blocks: each still indexed is marked as a put
+ * now would mark it; each a sweep took since (or damaged) is flagged in
+ * MISSING[i], to be put again.  Returns how many are missing. */
+uint64_t cow_store_pass_token(struct cow_store *s);
+size_t cow_store_hold(struct cow_store *s, const cow_hash *h, size_t n, bool *missing);
 /* Root ROOT (1..COW_MARK_ROOT_MAX) reaches the N objects H[]; with SHARED
  * they are known to be reached by another root too.  An unmarked object gets
  * ROOT as owner; a marked one becomes shared if another root or SHARED

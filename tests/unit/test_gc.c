@@ -22,6 +22,7 @@
 #include "fs.h"
 #include "io.h"
 #include "log.h"
+#include "store.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -719,6 +720,89 @@ START_TEST(test_reclaim_overwritten_blocks)
 }
 END_TEST
 
+/* ---- blocks stored before the writer's lock ----------------------------- */
+
+struct early_write {
+	struct cow_branch *b;
+	uint64_t ino;
+	uint8_t *buf;
+	ssize_t ret;
+};
+
+static void *early_writer(void *a)
+{
+	struct early_write *w = a;
+	w->ret = cow_branch_write(w->b, w->ino, 0, MiB, w->buf);
+	return NULL;
+}
+
+/* A write stores its whole blocks before it takes the branch lock.  A GC pass
+ * that begins in between and checkpoints the branch before the write names
+ * them took its roots without them, and their put marked nothing: the sweep
+ * must still keep them (cow_store_pass_token, cow_store_hold).  Driven step
+ * by step: the test holds the branch's lock while the pass begins. */
+START_TEST(test_gc_keeps_blocks_stored_before_the_lock)
+{
+	char *tmp, *path = tu_store_path(&tmp);
+	struct cow_store *s;
+	struct cow_branch *b, *o;
+	ck_assert_int_eq(cow_store_create(path), 0);
+	ck_assert_int_eq(cow_store_open(path, &s), 0);
+	ck_assert_int_eq(cow_branch_open(s, 1, &cow_hash_zero, cow_store_log_end(s), &b), 0);
+	ck_assert_int_eq(cow_branch_init_root(b, 0700, 0, 0), 0);
+	ck_assert_int_eq(cow_branch_open(s, 2, &cow_hash_zero, cow_store_log_end(s), &o), 0);
+	ck_assert_int_eq(cow_branch_init_root(o, 0700, 0, 0), 0);
+	write_file(b, "f", 0, MiB, 1);
+	struct cow_attr a;
+	ck_assert_int_eq(cow_branch_lookup(b, COW_ROOT_INO, "f", &a), 0);
+
+	/* the write stores its blocks, then waits for the lock the test holds */
+	struct early_write w = { .b = b, .ino = a.ino, .buf = malloc(MiB) };
+	tu_fill(w.buf, MiB, 2);
+	struct cow_store_stats st0, st1;
+	cow_store_get_stats(s, &st0);
+	cow_branch_freeze(b);
+	pthread_t t;
+	pthread_create(&t, NULL, early_writer, &w);
+	do {
+		usleep(1000);
+		cow_store_get_stats(s, &st1);
+	} while (st1.puts < st0.puts + MiB / COW_BLOCK_SIZE);
+
+	/* garbage enough, in another branch, that the log rolls past them and
+	 * their segment is worth rewriting */
+	for (uint64_t v = 0; v < 9; v++)
+		write_file(o, "x", 0, 8 * MiB, 100 + v);
+	struct cow_gc *g;
+	struct cow_gc_opts opts = { .threshold = 50, .no_slack = true };
+	ck_assert_int_eq(cow_gc_begin(s, &opts, &g), 0);
+	struct cow_gc_root roots[2] = { 0 };
+	uint64_t pos_b, pos_o;
+	ck_assert_int_eq(cow_branch_checkpoint_frozen(b, &roots[0].root, &pos_b), 0);
+	ck_assert_int_eq(cow_branch_checkpoint(o, &roots[1].root, &pos_o), 0);
+	ck_assert_uint_gt(COW_LOG_POS_SEG(COW_MIN(pos_b, pos_o)), 1);
+	cow_branch_thaw(b); /* the write names its blocks after the checkpoint */
+	pthread_join(t, NULL);
+	ck_assert_int_eq(w.ret, (ssize_t)MiB);
+	ck_assert_int_eq(cow_gc_mark(g, roots, 2), 0);
+	ck_assert_int_eq(cow_gc_sweep(g, COW_MIN(pos_b, pos_o)), 0);
+	struct cow_gc_stats st;
+	cow_gc_end(g, &st);
+	ck_assert_uint_ge(st.segments_rewritten, 1); /* segment 1, where the write's blocks went */
+
+	ck_assert_int_eq(reads_as(b, "f", MiB, 2), 0);
+	ck_assert_int_eq(reads_as(o, "x", 8 * MiB, 108), 0);
+	cow_branch_forget(b, a.ino, 1);
+	free(w.buf);
+	cow_branch_free(b);
+	cow_branch_free(o);
+	cow_store_close(s);
+	tu_rmrf(tmp);
+	free(tmp);
+	free(path);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("gc");
@@ -728,6 +812,7 @@ int main(void)
 	tcase_add_test(tc, test_gc_reclaims_and_keeps_everything_else);
 	tcase_add_test(tc, test_reclaim_overwritten_blocks);
 	tcase_add_test(tc, test_gc_online_loses_nothing);
+	tcase_add_test(tc, test_gc_keeps_blocks_stored_before_the_lock);
 	tcase_add_test(tc, test_gc_crash_at_every_sync);
 	tcase_add_test(tc, test_fsck_names_branch_and_file);
 	tcase_add_test(tc, test_gc_auto_due);
