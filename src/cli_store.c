@@ -85,6 +85,12 @@ static int show_result(const char *cmd, json_t *reply)
 		cli_bytes(jint(st, "reclaimable_bytes"), c, sizeof c);
 		printf("store: %llu segments, %s on disk, %s live, up to %s reclaimable by cowfs gc\n",
 		       (unsigned long long)jint(st, "segments"), a, b, c);
+		json_t *rc = json_object_get(reply, "reclaimed");
+		cli_bytes(jint(rc, "forgotten_bytes"), a, sizeof a);
+		cli_bytes(jint(rc, "cleaned_moved_bytes"), b, sizeof b);
+		if (jint(rc, "forgotten_objects") || jint(rc, "cleaned_segments"))
+			printf("early reclaim since the mount: %s of overwritten blocks forgotten, %llu segments "
+			       "cleaned (%s moved)\n", a, (unsigned long long)jint(rc, "cleaned_segments"), b);
 		return 0;
 	}
 	if (strcmp(cmd, "gc") == 0) {

@@ -850,10 +850,13 @@ static json_t *run_df(struct job *j)
 						      "logical_bytes", (json_int_t)u.refs[i].logical_bytes,
 						      "own_bytes", (json_int_t)u.refs[i].own_bytes, "shared_bytes",
 						      (json_int_t)u.refs[i].shared_bytes));
-	json_t *reply = json_pack("{s:b, s:o, s:{s:i, s:I, s:I, s:I, s:I}}", "ok", 1, "refs", refs, "store",
-				  "segments", (int)u.segments, "disk_bytes", (json_int_t)u.disk_bytes, "log_bytes",
-				  (json_int_t)u.log_bytes, "live_bytes", (json_int_t)u.live_bytes,
-				  "reclaimable_bytes", (json_int_t)u.reclaimable_bytes);
+	json_t *reply = json_pack("{s:b, s:o, s:{s:i, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}", "ok", 1, "refs",
+				  refs, "store", "segments", (int)u.segments, "disk_bytes", (json_int_t)u.disk_bytes,
+				  "log_bytes", (json_int_t)u.log_bytes, "live_bytes", (json_int_t)u.live_bytes,
+				  "reclaimable_bytes", (json_int_t)u.reclaimable_bytes, "reclaimed",
+				  "forgotten_objects", (json_int_t)u.forgotten_objects, "forgotten_bytes",
+				  (json_int_t)u.forgotten_bytes, "cleaned_segments", (json_int_t)u.cleaned_segments,
+				  "cleaned_moved_bytes", (json_int_t)u.cleaned_moved_bytes);
 	cow_fs_usage_free(&u);
 	return reply;
 }

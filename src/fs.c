@@ -59,6 +59,7 @@ struct cow_fs {
 	pthread_t clean_thread;
 	bool clean_running;
 	struct cow_gc_auto autogc;
+	struct cow_fs_usage reclaimed; /* early reclaim since the mount: its last four fields */
 	/* one marking pass (gc, df, fsck) at a time: a second one waits */
 	pthread_mutex_t pass_lock;
 };
@@ -301,6 +302,9 @@ static bool stopping(struct cow_fs *fs)
 	return stop;
 }
 
+struct fs_root;
+static int collect_roots(struct cow_fs *fs, struct fs_root **ret, size_t *ret_n, uint64_t *ret_limit);
+
 /* Segments below LIMIT (not the head) that are mostly forgotten, into
  * TODO (allocated); *RET_OLD_END: those below it are old (log.h). */
 static size_t clean_candidates(struct cow_store *s, uint32_t limit, uint32_t **todo, uint32_t *ret_old_end)
@@ -346,6 +350,10 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 	pthread_mutex_unlock(&fs->pass_lock);
 	ret->forgotten_objects = f.objects;
 	ret->forgotten_bytes = f.bytes;
+	pthread_mutex_lock(&fs->lock);
+	fs->reclaimed.forgotten_objects += f.objects;
+	fs->reclaimed.forgotten_bytes += f.bytes;
+	pthread_mutex_unlock(&fs->lock);
 	if (cow_gc_disk(fs->store, &ret->disk_before, NULL) < 0)
 		ret->disk_before = 0;
 	ret->disk_after = ret->disk_before;
@@ -363,14 +371,11 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 		pthread_mutex_unlock(&fs->pass_lock);
 		return r;
 	}
+	struct fs_root *roots = NULL;
+	size_t nroots = 0;
 	uint64_t limit = UINT64_MAX;
-	if ((r = cow_fs_checkpoint(fs)) == 0) {
-		pthread_mutex_lock(&fs->ckpt_lock);
-		for (unsigned i = 1; i < cow_fs_slot_limit(fs); i++)
-			if (fs->slots[i].branch && fs->slots[i].kind != COW_REF_SNAPSHOT)
-				limit = COW_MIN(limit, fs->slots[i].ref.log_pos);
-		pthread_mutex_unlock(&fs->ckpt_lock);
-	}
+	r = collect_roots(fs, &roots, &nroots, &limit);
+	free(roots);
 	n = r == 0 ? clean_candidates(fs->store, limit == UINT64_MAX ? UINT32_MAX : COW_LOG_POS_SEG(limit), &todo,
 				      &old_end) : 0;
 	/* A segment kept for a damaged object still reached: GC says so; this
@@ -384,6 +389,10 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 	free(todo);
 	ret->segments_cleaned = st.segments_rewritten;
 	ret->moved_bytes = st.moved_bytes;
+	pthread_mutex_lock(&fs->lock);
+	fs->reclaimed.cleaned_segments += st.segments_rewritten;
+	fs->reclaimed.cleaned_moved_bytes += st.moved_bytes;
+	pthread_mutex_unlock(&fs->lock);
 	uint64_t disk;
 	if (cow_gc_disk(fs->store, &disk, NULL) == 0)
 		ret->disk_after = disk;
@@ -1450,6 +1459,12 @@ int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret)
 		ret->log_bytes = st.log_bytes;
 		ret->live_bytes = st.live_bytes;
 		ret->reclaimable_bytes = st.reclaimable_bytes;
+		pthread_mutex_lock(&fs->lock);
+		ret->forgotten_objects = fs->reclaimed.forgotten_objects;
+		ret->forgotten_bytes = fs->reclaimed.forgotten_bytes;
+		ret->cleaned_segments = fs->reclaimed.cleaned_segments;
+		ret->cleaned_moved_bytes = fs->reclaimed.cleaned_moved_bytes;
+		pthread_mutex_unlock(&fs->lock);
 	}
 	free(v);
 	free(gr);

@@ -316,9 +316,18 @@ b=$(seg_bytes)
 grep "reclaim: " "$T/reclaim/cowfsd.log" | sed 's/^/    /'
 [ "$b" -le $((256 * MiB + 256 * MiB)) ] ||
 	fail "segment files take $(mib "$b") 30 s after 1.5 GiB written in place over 256 MiB, with no collection"
+# cowfs df tells what early reclaim did since the mount
+df_now
+read -r forgot cleaned < <(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])["reclaimed"]
+print(r["forgotten_bytes"], r["cleaned_segments"])' "$DF")
+[ "$forgot" -ge $((3 * 256 * MiB)) ] && [ "$cleaned" -ge 1 ] ||
+	fail "cowfs df: $(mib "$forgot") forgotten and $cleaned segments cleaned early, after 1.5 GiB written in place over 256 MiB"
+"$C" df --store "$store" | grep -q "^early reclaim since the mount: .* forgotten, [0-9]* segments cleaned" ||
+	fail "cowfs df does not say what early reclaim did: $("$C" df --store "$store")"
 intact_after_remount reclaim "early reclaim"
 out=$("$C" fsck "$T/reclaim" 2>&1) || fail "fsck after early reclaim: $out"
-pass "early reclaim: 1.5 GiB written in place over a 256 MiB file, no collection, segment files $(mib "$b"), the file intact after a remount, fsck clean"
+pass "early reclaim: 1.5 GiB written in place over a 256 MiB file, no collection, segment files $(mib "$b") ($(mib "$forgot") forgotten, $cleaned segments cleaned, as cowfs df says), the file intact after a remount, fsck clean"
 
 auto_store auto
 overwrite_rounds "$T/auto.mnt" 6
