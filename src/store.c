@@ -43,7 +43,7 @@ struct cow_store {
 	struct cow_store_stats st;
 	bool pass;       /* a mark pass is under way (cow_store_mark_begin..end) */
 	bool marking;    /* and its marks are cleared: puts mark what they store or find */
-	uint64_t pass_seq; /* bumped as a pass begins and ends (cow_store_pass_token) */
+	uint64_t pass_token; /* bumped as a pass begins, starts marking and ends (atomic reads) */
 	uint32_t *seg_objects; /* indexed objects per segment slot (COW_LOG_SLOT): a segment
 				* is dropped only when none is left */
 	uint64_t *seg_bytes;   /* and their bytes */
@@ -711,7 +711,7 @@ int cow_store_mark_begin(struct cow_store *s)
 		/* Nothing marks until s->marking: the marks can be cleared a chunk
 		 * at a time; a grow in between moves entries, so it starts over. */
 		s->pass = true;
-		s->pass_seq++;
+		__atomic_add_fetch(&s->pass_token, 1, __ATOMIC_RELEASE);
 		size_t cap = s->cap;
 		for (size_t i = 0; i < s->cap;) {
 			if (s->cap != cap) {
@@ -724,6 +724,7 @@ int cow_store_mark_begin(struct cow_store *s)
 			pthread_rwlock_wrlock(&s->index_lock);
 		}
 		s->marking = true;
+		__atomic_add_fetch(&s->pass_token, 1, __ATOMIC_RELEASE);
 		/* GC must be able to move the oldest segments on when ordinary
 		 * appends have filled the log's window (log.h).  (The log's lock
 		 * nests inside index_lock; the log never calls out holding it.) */
@@ -738,19 +739,16 @@ void cow_store_mark_end(struct cow_store *s)
 	pthread_rwlock_wrlock(&s->index_lock);
 	if (s->pass) {
 		cow_log_set_reserve(s->log, false);
-		s->pass_seq++;
+		__atomic_add_fetch(&s->pass_token, 1, __ATOMIC_RELEASE);
 	}
 	s->marking = s->pass = false;
 	pthread_rwlock_unlock(&s->index_lock);
 }
 
-uint64_t cow_store_pass_token(struct cow_store *s)
-{
-	pthread_rwlock_rdlock(&s->index_lock);
-	uint64_t t = s->pass_seq * 2 + s->marking;
-	pthread_rwlock_unlock(&s->index_lock);
-	return t;
-}
+/* No lock: a pass that matters checkpoints the branch after it bumps the
+ * token, so the writer, which reads it again once it holds the branch lock
+ * the checkpoint released, sees the bump. */
+uint64_t cow_store_pass_token(struct cow_store *s) { return __atomic_load_n(&s->pass_token, __ATOMIC_ACQUIRE); }
 
 size_t cow_store_hold(struct cow_store *s, const cow_hash *h, size_t n, bool *missing)
 {
