@@ -60,6 +60,10 @@ struct cow_fs {
 	bool clean_running;
 	struct cow_gc_auto autogc;
 	struct cow_fs_usage reclaimed; /* early reclaim since the mount: its last four fields */
+	/* segments the cleaner kept for a damaged object (cow_fs_reclaim only) */
+#define COW_FS_KEPT_MAX 32
+	uint32_t kept[COW_FS_KEPT_MAX];
+	unsigned nkept;
 	/* one marking pass (gc, df, fsck) at a time: a second one waits */
 	pthread_mutex_t pass_lock;
 };
@@ -305,10 +309,31 @@ static bool stopping(struct cow_fs *fs)
 struct fs_root;
 static int collect_roots(struct cow_fs *fs, struct fs_root **ret, size_t *ret_n, uint64_t *ret_limit);
 
-/* Segments below LIMIT (not the head) that are mostly forgotten, into
- * TODO (allocated); *RET_OLD_END: those below it are old (log.h). */
-static size_t clean_candidates(struct cow_store *s, uint32_t limit, uint32_t **todo, uint32_t *ret_old_end)
+static bool was_kept(const struct cow_fs *fs, uint32_t seg)
 {
+	for (unsigned i = 0; i < fs->nkept; i++)
+		if (fs->kept[i] == seg)
+			return true;
+	return false;
+}
+
+/* The cleaner kept SEG for a damaged object (cow_gc_rewrite's kept). */
+static void note_kept(void *ctx, uint32_t seg)
+{
+	struct cow_fs *fs = ctx;
+	if (was_kept(fs, seg))
+		return;
+	if (fs->nkept == COW_FS_KEPT_MAX) /* the oldest is tried once more */
+		memmove(fs->kept, fs->kept + 1, --fs->nkept * sizeof *fs->kept);
+	fs->kept[fs->nkept++] = seg;
+}
+
+/* Segments below LIMIT (not the head) that are mostly forgotten, into
+ * TODO (allocated), but not one kept before for a damaged object until it
+ * is old; *RET_OLD_END: those below it are old (log.h). */
+static size_t clean_candidates(struct cow_fs *fs, uint32_t limit, uint32_t **todo, uint32_t *ret_old_end)
+{
+	struct cow_store *s = fs->store;
 	struct cow_log_segment *v;
 	size_t n, k = 0;
 	*todo = NULL;
@@ -322,7 +347,7 @@ static size_t clean_candidates(struct cow_store *s, uint32_t limit, uint32_t **t
 			if (v[i].old)
 				*ret_old_end = v[i].seg + 1;
 			cow_store_segment_usage(s, v[i].seg, &objects, &bytes);
-			if (bytes * 100 < size * COW_FS_CLEAN_PCT)
+			if (bytes * 100 < size * COW_FS_CLEAN_PCT && (v[i].old || !was_kept(fs, v[i].seg)))
 				(*todo)[k++] = v[i].seg;
 		}
 	free(v);
@@ -358,7 +383,7 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 		ret->disk_before = 0;
 	ret->disk_after = ret->disk_before;
 	uint32_t *todo = NULL, old_end;
-	size_t n = r == 0 ? clean_candidates(fs->store, UINT32_MAX, &todo, &old_end) : 0;
+	size_t n = r == 0 ? clean_candidates(fs, UINT32_MAX, &todo, &old_end) : 0;
 	free(todo);
 	todo = NULL;
 	if (n == 0)
@@ -376,18 +401,21 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 	uint64_t limit = UINT64_MAX;
 	r = collect_roots(fs, &roots, &nroots, &limit);
 	free(roots);
-	n = r == 0 ? clean_candidates(fs->store, limit == UINT64_MAX ? UINT32_MAX : COW_LOG_POS_SEG(limit), &todo,
-				      &old_end) : 0;
-	/* A segment kept for a damaged object still reached: GC says so; this
-	 * looks again every 5 s and stays quiet. */
-	struct cow_gc_rewrite o = { .old_end = old_end, .reloc_flags = COW_RELOC_ALL_INDEXED };
+	n = r == 0 ? clean_candidates(fs, limit == UINT64_MAX ? UINT32_MAX : COW_LOG_POS_SEG(limit), &todo, &old_end)
+		   : 0;
+	/* A segment kept for a damaged object still reached: GC warns of it;
+	 * this notes it, and leaves it be until it is old. */
+	struct cow_gc_rewrite o = { .old_end = old_end, .reloc_flags = COW_RELOC_ALL_INDEXED, .kept = note_kept,
+				    .ctx = fs };
 	struct cow_gc_stats st = { 0 };
 	if (n)
 		r = cow_gc_rewrite(fs->store, todo, n, &o, &st);
 	cow_store_mark_end(fs->store);
 	pthread_mutex_unlock(&fs->pass_lock);
 	free(todo);
+	ret->segments_tried = (uint32_t)n;
 	ret->segments_cleaned = st.segments_rewritten;
+	ret->segments_kept = st.segments_kept_damaged;
 	ret->moved_bytes = st.moved_bytes;
 	pthread_mutex_lock(&fs->lock);
 	fs->reclaimed.cleaned_segments += st.segments_rewritten;

@@ -195,10 +195,15 @@ void cow_fs_usage_free(struct cow_fs_usage *u);
 #define COW_FS_CLEAN_PCT 20
 struct cow_fs_reclaim_stats {
 	uint64_t forgotten_objects, forgotten_bytes;
-	uint32_t segments_cleaned;
+	uint32_t segments_tried;   /* in a pass: mostly forgotten, below the replay limit */
+	uint32_t segments_cleaned; /* of those, rewritten and dropped */
+	uint32_t segments_kept;    /* of those, kept for a damaged object still reached */
 	uint64_t moved_bytes;
 	uint64_t disk_before, disk_after;
 };
+/* A segment kept for a damaged object is not tried again until it is old
+ * (log.h: then the object moves as it is).  One caller at a time (the
+ * cleaner thread). */
 int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret);
 /* Branches keep candidates for it only while it is on: the cleaner turns it
  * on; tests that call cow_fs_reclaim themselves do. */

@@ -285,6 +285,8 @@ int cow_gc_rewrite(struct cow_store *s, const uint32_t *segs, size_t n, const st
 			st->segments_kept_damaged++;
 			if (o->warn_kept)
 				cow_warn("gc: segment %u kept: it holds a damaged object that is still reached", segs[i]);
+			if (o->kept)
+				o->kept(o->ctx, segs[i]);
 		} else if (r == 1) {
 			r = cow_store_drop_segments(s, &segs[i], 1);
 			if (r == 0)

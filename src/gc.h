@@ -156,6 +156,7 @@ struct cow_gc_rewrite {
 	uint32_t old_end;
 	unsigned reloc_flags;
 	bool warn_kept;
+	void (*kept)(void *ctx, uint32_t seg); /* (may be NULL) told each segment kept */
 	cow_gc_progress_fn progress;
 	void *ctx;
 };

@@ -720,6 +720,47 @@ START_TEST(test_reclaim_overwritten_blocks)
 }
 END_TEST
 
+/* A mostly forgotten segment that holds a damaged block still in use is
+ * kept, the evidence in place, and not tried again at every look (each try
+ * is a checkpoint of every branch and a mark pass) until it is old. */
+START_TEST(test_reclaim_leaves_a_kept_segment_be)
+{
+	struct env e;
+	env_new(&e);
+	cow_fs_set_reclaim(e.fs, true);
+	uint8_t *victim = malloc(5 * 8192);
+	tu_fill(victim, 5 * 8192, 51);
+	write_file(br(&e, "main"), "victim", 0, 5 * 8192, 51);
+	/* 80 MiB written in place over 4 MiB: segment 1 is then all old
+	 * versions but the victim's blocks */
+	for (int v = 0; v < 20; v++) {
+		write_file(br(&e, "main"), "wal", 0, 4 * MiB, 200 + v);
+		ck_assert_int_eq(cow_fs_sync(e.fs), 0);
+	}
+	unsigned seg;
+	off_t off = find_in_segments(e.path, victim + 3 * 8192, 64, &seg);
+	ck_assert_int_gt(off, 0);
+	ck_assert_uint_eq(seg, 1);
+	char path[600];
+	tu_seg_path(e.path, seg, path, sizeof path);
+	tu_flip_byte(path, off + 100);
+	struct cow_fs_reclaim_stats rs;
+	ck_assert_int_eq(cow_fs_reclaim(e.fs, &rs), 0);
+	ck_assert_uint_ge(rs.segments_tried, 1);
+	ck_assert_uint_eq(rs.segments_kept, 1);
+	ck_assert_int_eq(access(path, F_OK), 0); /* the evidence stays */
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(cow_fs_reclaim(e.fs, &rs), 0);
+		ck_assert_uint_eq(rs.segments_tried, 0);
+	}
+	ck_assert_int_eq(reads_as(br(&e, "main"), "wal", 4 * MiB, 219), 0);
+	struct fsck_seen f;
+	ck_assert_int_eq(fsck_problems(&e, &f), 1); /* the victim's block 3, and nothing else */
+	free(victim);
+	env_free(&e);
+}
+END_TEST
+
 /* ---- blocks stored before the writer's lock ----------------------------- */
 
 struct early_write {
@@ -811,6 +852,7 @@ int main(void)
 	tcase_add_test(tc, test_usage_own_and_shared);
 	tcase_add_test(tc, test_gc_reclaims_and_keeps_everything_else);
 	tcase_add_test(tc, test_reclaim_overwritten_blocks);
+	tcase_add_test(tc, test_reclaim_leaves_a_kept_segment_be);
 	tcase_add_test(tc, test_gc_online_loses_nothing);
 	tcase_add_test(tc, test_gc_keeps_blocks_stored_before_the_lock);
 	tcase_add_test(tc, test_gc_crash_at_every_sync);
