@@ -761,6 +761,102 @@ START_TEST(test_reclaim_leaves_a_kept_segment_be)
 }
 END_TEST
 
+/* The child of the cleaner's crash test: in the store at PATH, write "wal"
+ * over in place (a branch's candidates live in the process that wrote),
+ * sync, then let the cleaner run with the power failing at its K-th sync
+ * (never if K is 0), or else just after it ends.  Exits 0 if the power
+ * failed inside the run, 3 if the run ended having cleaned a segment. */
+static void reclaim_child(const char *path, int k)
+{
+	crashio_reset();
+	cow_io_set(&cow_powercut_io);
+	struct cow_fs *fs;
+	if (cow_fs_open(path, &fs) < 0)
+		_exit(6);
+	cow_fs_set_reclaim(fs, true);
+	unsigned slot;
+	struct cow_branch *b = cow_fs_hold_name(fs, COW_REF_BRANCH, "main", &slot);
+	struct cow_attr a;
+	uint8_t *buf = malloc(4 * MiB);
+	if (!b || !buf || cow_branch_lookup(b, COW_ROOT_INO, "wal", &a) < 0)
+		_exit(7);
+	for (uint64_t v = 0; v < 20; v++) {
+		tu_fill(buf, 4 * MiB, 300 + v);
+		if (cow_branch_write(b, a.ino, 0, 4 * MiB, buf) != (ssize_t)(4 * MiB))
+			_exit(7);
+	}
+	cow_branch_forget(b, a.ino, 1);
+	cow_fs_release(fs, slot);
+	/* durable, but replay still starts at the last checkpoint: the
+	 * cleaner must checkpoint before it drops those records */
+	if (cow_fs_sync(fs) < 0)
+		_exit(7);
+	if (k)
+		crashio_crash_at = __atomic_load_n(&crashio_syncs, __ATOMIC_RELAXED) + k;
+	struct cow_fs_reclaim_stats rs;
+	if (cow_fs_reclaim(fs, &rs) < 0)
+		_exit(8);
+	/* and the power fails right after it, before anything else syncs */
+	if (crashio_garble() < 0)
+		_exit(5);
+	_exit(rs.segments_cleaned ? 3 : 9);
+}
+
+/* Each run starts from a copy of the same store at WORK; the child's exit. */
+static int reclaim_run(const char *base, const char *work, int k)
+{
+	char cmd[4200];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", work, base, work);
+	ck_assert_int_eq(system(cmd), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		reclaim_child(work, k);
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* The cleaner's run (checkpoints, moves, syncs, drops) with the power
+ * failing at each of its syncs in turn: every branch reads what was
+ * durable before it began. */
+START_TEST(test_reclaim_crash_at_every_sync)
+{
+	struct env e;
+	env_new(&e);
+	write_file(br(&e, "main"), "keep", 0, 2 * MiB, 30);
+	write_file(br(&e, "main"), "wal", 0, 4 * MiB, 31);
+	branch_create(&e, "side", "main");
+	write_file(br(&e, "side"), "own", 0, MiB, 32);
+	ck_assert_int_eq(cow_fs_close(e.fs), 0);
+	e.fs = NULL;
+	struct env w = { .path = malloc(strlen(e.path) + 8) };
+	sprintf(w.path, "%s.work", e.path);
+	/* what the writes leave, the cleaner run to its end */
+	ck_assert_int_eq(reclaim_run(e.path, w.path, 0), 3);
+	ck_assert_int_eq(cow_fs_open(w.path, &w.fs), 0);
+	uint64_t want = dump_all(&w);
+	ck_assert_int_eq(reads_as(br(&w, "main"), "wal", 4 * MiB, 319), 0);
+	ck_assert_int_eq(cow_fs_close(w.fs), 0);
+	int completed = 0;
+	for (int k = 1; k < 100 && !completed; k++) {
+		int x = reclaim_run(e.path, w.path, k);
+		ck_assert_msg(x == 0 || x == 3, "child exit %d at sync %d", x, k);
+		completed = x == 3;
+		fprintf(stderr, "reclaim crash test: sync %d: %s\n", k, completed ? "cleaner completed" : "crashed");
+		ck_assert_int_eq(cow_fs_open(w.path, &w.fs), 0);
+		ck_assert_msg(dump_all(&w) == want, "branches differ after a crash at the cleaner's sync %d", k);
+		struct fsck_seen f;
+		ck_assert_msg(fsck_problems(&w, &f) == 0, "fsck after a crash at the cleaner's sync %d", k);
+		ck_assert_int_eq(cow_fs_close(w.fs), 0);
+	}
+	ck_assert(completed);
+	free(w.path);
+	env_free(&e);
+}
+END_TEST
+
 /* ---- blocks stored before the writer's lock ----------------------------- */
 
 struct early_write {
@@ -853,6 +949,7 @@ int main(void)
 	tcase_add_test(tc, test_gc_reclaims_and_keeps_everything_else);
 	tcase_add_test(tc, test_reclaim_overwritten_blocks);
 	tcase_add_test(tc, test_reclaim_leaves_a_kept_segment_be);
+	tcase_add_test(tc, test_reclaim_crash_at_every_sync);
 	tcase_add_test(tc, test_gc_online_loses_nothing);
 	tcase_add_test(tc, test_gc_keeps_blocks_stored_before_the_lock);
 	tcase_add_test(tc, test_gc_crash_at_every_sync);
