@@ -413,8 +413,8 @@ static int tx_apply(struct cow_branch *b, const uint8_t *p, size_t len)
  * for early reclaim once the transaction is logged. */
 static void tx_replaced(struct cow_branch *b, const cow_hash *h)
 {
-	if (!cow_store_reclaim_on(b->store))
-		return; /* nothing would forget it: GC finds it */
+	if (!cow_store_reclaim_on(b->store) || b->ntx_old >= CAND_MAX)
+		return; /* nothing would forget it (or too many at once): GC finds it */
 	if (b->ntx_old == b->tx_old_cap) {
 		size_t ncap = b->tx_old_cap ? b->tx_old_cap * 2 : 64;
 		cow_hash *n = realloc(b->tx_old, ncap * sizeof *n);
@@ -443,6 +443,25 @@ static void tx_candidates(struct cow_branch *b, uint64_t pos)
 	for (size_t i = 0; i < n; i++)
 		b->cand[b->ncand++] = (struct reclaim_cand){ b->tx_old[i], pos };
 	b->ntx_old = 0;
+}
+
+/* The open transaction drops IN's blocks from index FIRST on (a truncate,
+ * or the file freed): each a candidate, as an overwritten block is.
+ * Called locked; a map that cannot be read nominates nothing (GC finds
+ * them). */
+static void tx_dropped_from(struct cow_branch *b, struct cow_inode *in, uint64_t first)
+{
+	struct cow_tree *m;
+	if (!cow_store_reclaim_on(b->store) || !S_ISREG(in->rec.mode) || inode_map(b, in, &m) < 0)
+		return;
+	uint64_t k = first;
+	cow_hash h;
+	while (b->ntx_old < CAND_MAX && cow_tree_next(m, k, &k, &h) == 0) {
+		if (!cow_hash_is_zero(&h))
+			tx_replaced(b, &h);
+		if (++k == 0)
+			break;
+	}
 }
 
 /* Log the transaction, then apply it.  Nothing changes if the append fails. */
@@ -832,6 +851,7 @@ static int maybe_free(struct cow_branch *b, struct cow_inode *in)
 	if (in->rec.nlink > 0 || in->nlookup > 0)
 		return 0;
 	tx_begin(b);
+	tx_dropped_from(b, in, 0);
 	tx_free(b, in->ino);
 	return tx_commit(b);
 }
@@ -945,8 +965,10 @@ static int tx_resize(struct cow_branch *b, struct cow_inode *in, uint64_t size)
 	/* Bytes past the end of a file are always zero in its last block. */
 	if (size % BS)
 		r = tx_write_range(b, in, (off_t)size, BS - size % BS, NULL, NULL);
-	if (r == 0)
+	if (r == 0) {
+		tx_dropped_from(b, in, (size + BS - 1) / BS);
 		tx_trunc(b, in->ino, (size + BS - 1) / BS);
+	}
 	return r;
 }
 

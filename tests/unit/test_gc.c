@@ -720,6 +720,63 @@ START_TEST(test_reclaim_overwritten_blocks)
 }
 END_TEST
 
+/* Truncating a file, and freeing one (unlinked, and nothing holds it),
+ * nominates the blocks they drop, as an overwrite does; a file unlinked
+ * while open keeps its blocks until it is let go. */
+START_TEST(test_reclaim_truncated_and_freed_blocks)
+{
+	struct env e;
+	env_new(&e);
+	cow_fs_set_reclaim(e.fs, true);
+	struct cow_branch *m = br(&e, "main");
+	write_file(m, "t", 0, 4 * MiB, 400);
+	write_file(m, "u", 0, 4 * MiB, 401);
+	write_file(m, "open", 0, MiB, 402);
+	struct cow_attr t, o, out;
+	ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "t", &t), 0);
+	struct cow_attr sz = { .size = MiB + 100 };
+	ck_assert_int_eq(cow_branch_setattr(m, t.ino, &sz, COW_SET_SIZE, &out), 0);
+	cow_branch_forget(m, t.ino, 1);
+	ck_assert_int_eq(cow_branch_unlink(m, COW_ROOT_INO, "u"), 0);
+	ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "open", &o), 0); /* held, as by an open file */
+	ck_assert_int_eq(cow_branch_unlink(m, COW_ROOT_INO, "open"), 0);
+	ck_assert_int_eq(cow_fs_sync(e.fs), 0);
+	struct cow_fs_reclaim_stats rs;
+	ck_assert_int_eq(cow_fs_reclaim(e.fs, &rs), 0);
+	/* t: blocks 129..511 dropped and block 128 rewritten with a zero
+	 * tail; u: all 512 of its blocks; open: none yet */
+	ck_assert_uint_eq(rs.forgotten_objects, 383 + 1 + 512);
+	uint8_t *want = malloc(MiB + 8192), *got = malloc(MiB);
+	tu_fill(want, MiB, 402);
+	ck_assert_int_eq(cow_branch_read(m, o.ino, 0, MiB, got), (ssize_t)MiB);
+	ck_assert(memcmp(want, got, MiB) == 0);
+	cow_branch_forget(m, o.ino, 1); /* let go: freed now */
+	ck_assert_int_eq(cow_fs_sync(e.fs), 0);
+	ck_assert_int_eq(cow_fs_reclaim(e.fs, &rs), 0);
+	ck_assert_uint_eq(rs.forgotten_objects, 128);
+	for (int pass = 0; pass < 2; pass++) { /* and after a reopen */
+		m = br(&e, "main");
+		ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "t", &t), 0);
+		ck_assert_uint_eq(t.size, MiB + 100);
+		tu_fill(want, MiB, 400);
+		ck_assert_int_eq(cow_branch_read(m, t.ino, 0, MiB, got), (ssize_t)MiB);
+		ck_assert(memcmp(want, got, MiB) == 0);
+		uint8_t tail[200];
+		ck_assert_int_eq(cow_branch_read(m, t.ino, MiB, sizeof tail, tail), 100);
+		tu_fill(want, MiB + 8192, 400);
+		ck_assert(memcmp(want + MiB, tail, 100) == 0);
+		cow_branch_forget(m, t.ino, 1);
+		ck_assert_int_eq(cow_branch_lookup(m, COW_ROOT_INO, "u", &out), -ENOENT);
+		struct fsck_seen f;
+		ck_assert_int_eq(fsck_problems(&e, &f), 0);
+		env_reopen(&e);
+	}
+	free(want);
+	free(got);
+	env_free(&e);
+}
+END_TEST
+
 /* A mostly forgotten segment that holds a damaged block still in use is
  * kept, the evidence in place, and not tried again at every look (each try
  * is a checkpoint of every branch and a mark pass) until it is old. */
@@ -948,6 +1005,7 @@ int main(void)
 	tcase_add_test(tc, test_usage_own_and_shared);
 	tcase_add_test(tc, test_gc_reclaims_and_keeps_everything_else);
 	tcase_add_test(tc, test_reclaim_overwritten_blocks);
+	tcase_add_test(tc, test_reclaim_truncated_and_freed_blocks);
 	tcase_add_test(tc, test_reclaim_leaves_a_kept_segment_be);
 	tcase_add_test(tc, test_reclaim_crash_at_every_sync);
 	tcase_add_test(tc, test_gc_online_loses_nothing);
