@@ -17,6 +17,8 @@
  *                        PERCENT % busy, up to twice that growth (default 50;
  *                        100: never waits)
  *   timeout=SECONDS      kernel entry/attribute cache time (default 60)
+ *   noreclaim            no early reclaim of overwritten blocks (fs.h;
+ *                        autogc=0 turns it off too)
  *   writeback / nowriteback   kernel write-back caching (default on)
  *   strictlimit          keep the kernel's hard cap on the mount's dirty
  *                        pages (writeback.h; by default it is lifted)
@@ -68,7 +70,7 @@ static void usage(FILE *f, const char *prog)
 		"  -d            foreground and log every FUSE request\n"
 		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
 		"                grace=DURATION, reap=DURATION, autogc=PERCENT,\n"
-		"                autogc_busy=PERCENT, writeback, nowriteback, strictlimit,\n"
+		"                autogc_busy=PERCENT, noreclaim, writeback, nowriteback, strictlimit,\n"
 		"                and kernel mount options (ro, noatime, ...)\n"
 		"See cowfsd(8).\n",
 		prog);
@@ -89,7 +91,7 @@ struct opts {
 	unsigned checkpoint, reap, autogc, autogc_busy;
 	int64_t grace;
 	double timeout;
-	bool writeback, strictlimit, foreground, debug;
+	bool writeback, strictlimit, noreclaim, foreground, debug;
 	char fuse_opts[2048];
 };
 
@@ -141,6 +143,8 @@ static int parse_o(struct opts *o, char *list)
 			o->writeback = false;
 		} else if (strcmp(tok, "strictlimit") == 0) {
 			o->strictlimit = true;
+		} else if (strcmp(tok, "noreclaim") == 0) {
+			o->noreclaim = true;
 		} else if (strncmp(tok, "max_read=", 9) == 0) {
 			/* libfuse ends the session at FUSE_INIT unless init() asks for the
 			 * same size, and the daemon exited 0 without a mount */
@@ -399,6 +403,8 @@ int main(int argc, char **argv)
 	}
 	if ((rr = cow_fs_start_cleaner(ctx.fs, o.autogc, o.autogc_busy)) < 0)
 		cow_err("cannot start the automatic gc: %s; run cowfs gc now and then", strerror(-rr));
+	if (o.noreclaim)
+		cow_fs_set_reclaim(ctx.fs, false);
 	/* Without its control socket the mount still serves its branches. */
 	struct cow_control *control = NULL;
 	int cr = cow_control_start(ctx.fs, cow_fuse_branch_changed, &ctx, &control);

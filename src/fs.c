@@ -359,6 +359,8 @@ void cow_fs_set_reclaim(struct cow_fs *fs, bool on) { cow_store_set_reclaim(fs->
 int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 {
 	*ret = (struct cow_fs_reclaim_stats){ 0 };
+	if (!cow_store_reclaim_on(fs->store))
+		return 0;
 	struct cow_store_forgot f = { 0 };
 	int r = 0;
 	unsigned nslots = cow_fs_slot_limit(fs);

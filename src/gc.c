@@ -41,10 +41,17 @@ void cow_gc_auto_init(struct cow_gc_auto *a, unsigned pct, unsigned busy_max, ui
 enum cow_gc_auto_verdict cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t disk_now, uint64_t free_now,
 					 bool old, unsigned busy)
 {
-	if (!a->pct || disk_now <= a->base_disk)
+	if (!a->pct)
+		return COW_GC_AUTO_NO;
+	/* The log must roll on past its oldest segments whatever the store's
+	 * size: with early reclaim it may stay flat while the log advances,
+	 * and the window would fill (log.h).  The run moves them all. */
+	if (old)
+		return COW_GC_AUTO_RUN;
+	if (disk_now <= a->base_disk)
 		return COW_GC_AUTO_NO;
 	uint64_t growth = disk_now - a->base_disk;
-	if (free_now < COW_GC_AUTO_LOW_FREE || old)
+	if (free_now < COW_GC_AUTO_LOW_FREE)
 		return growth >= COW_LOG_SEGMENT_MAX ? COW_GC_AUTO_RUN : COW_GC_AUTO_NO;
 	unsigned __int128 want = (unsigned __int128)a->base_live * a->pct / 100;
 	if (want < a->min_growth)
