@@ -59,6 +59,15 @@ struct cow_store {
 
 static bool damaged(const struct index_entry *e) { return e->flags & COW_MARK_DAMAGED; }
 
+/* The segment of POS gains (SIGN 1) or loses (-1) an indexed object of LEN
+ * bytes: seg_objects and seg_bytes move together.  index_lock held. */
+static void seg_count(struct cow_store *s, uint64_t pos, int sign, uint32_t len)
+{
+	size_t i = COW_LOG_SLOT(COW_LOG_POS_SEG(pos));
+	s->seg_objects[i] += (uint32_t)sign;
+	s->seg_bytes[i] += (uint64_t)(int64_t)sign * len;
+}
+
 /* ---- index ------------------------------------------------------------ */
 
 static size_t slot_of(const cow_hash *h, size_t cap) { return cow_get_le64(h->b) & (cap - 1); }
@@ -103,10 +112,8 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	struct index_entry *e = s->cap ? index_find(s, h) : NULL;
 	if (e) {
 		if (damaged(e) && !bad) {
-			s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
-			s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))]++;
-			s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))] -= e->len;
-			s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))] += len;
+			seg_count(s, e->pos, -1, e->len);
+			seg_count(s, pos, 1, len);
 			e->pos = pos;
 			s->st.object_bytes += (int64_t)len - e->len;
 			e->len = len;
@@ -126,8 +133,7 @@ static int index_put(struct cow_store *s, const cow_hash *h, uint64_t pos, uint3
 	s->slots[i] = (struct index_entry){ .key = *h, .pos = pos, .len = len,
 					    .flags = (bad ? COW_MARK_DAMAGED : 0) | mark };
 	s->used++;
-	s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))]++;
-	s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(pos))] += len;
+	seg_count(s, pos, 1, len);
 	s->st.objects++;
 	s->st.object_bytes += len;
 	return 0;
@@ -140,8 +146,7 @@ static void index_remove(struct cow_store *s, struct index_entry *e)
 	s->st.objects--;
 	s->st.object_bytes -= e->len;
 	s->used--;
-	s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
-	s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))] -= e->len;
+	seg_count(s, e->pos, -1, e->len);
 	for (size_t j = (i + 1) & mask; s->slots[j].pos; j = (j + 1) & mask) {
 		size_t home = slot_of(&s->slots[j].key, s->cap);
 		/* slot j may fill the hole at i unless its home lies in (i, j] */
@@ -904,10 +909,8 @@ static int reloc_flush(struct reloc *rl)
 				continue;
 			struct index_entry *e = index_find(s, (const cow_hash *)(rl->buf + it->off));
 			if (e && e->pos == it->pos) {
-				s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))]--;
-				s->seg_objects[COW_LOG_SLOT(COW_LOG_POS_SEG(pos[k]))]++;
-				s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(e->pos))] -= e->len;
-				s->seg_bytes[COW_LOG_SLOT(COW_LOG_POS_SEG(pos[k]))] += e->len;
+				seg_count(s, e->pos, -1, e->len);
+				seg_count(s, pos[k], 1, e->len);
 				e->pos = pos[k];
 			}
 			rl->acc->moved_objects++;
