@@ -377,10 +377,6 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 	pthread_mutex_unlock(&fs->pass_lock);
 	ret->forgotten_objects = f.objects;
 	ret->forgotten_bytes = f.bytes;
-	pthread_mutex_lock(&fs->lock);
-	fs->reclaimed.forgotten_objects += f.objects;
-	fs->reclaimed.forgotten_bytes += f.bytes;
-	pthread_mutex_unlock(&fs->lock);
 	if (cow_gc_disk(fs->store, &ret->disk_before, NULL) < 0)
 		ret->disk_before = 0;
 	ret->disk_after = ret->disk_before;
@@ -389,14 +385,14 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 	free(todo);
 	todo = NULL;
 	if (n == 0)
-		return r;
+		goto out;
 	/* One pass at a time (GC, df, fsck); inside it nothing is forgotten.
 	 * Every live branch is checkpointed, so that replay starts past what
 	 * is dropped, as for GC; the lowest replay position is the limit. */
 	pthread_mutex_lock(&fs->pass_lock);
 	if ((r = cow_store_mark_begin(fs->store)) < 0) {
 		pthread_mutex_unlock(&fs->pass_lock);
-		return r;
+		goto out;
 	}
 	struct fs_root *roots = NULL;
 	size_t nroots = 0;
@@ -419,13 +415,16 @@ int cow_fs_reclaim(struct cow_fs *fs, struct cow_fs_reclaim_stats *ret)
 	ret->segments_cleaned = st.segments_rewritten;
 	ret->segments_kept = st.segments_kept_damaged;
 	ret->moved_bytes = st.moved_bytes;
-	pthread_mutex_lock(&fs->lock);
-	fs->reclaimed.cleaned_segments += st.segments_rewritten;
-	fs->reclaimed.cleaned_moved_bytes += st.moved_bytes;
-	pthread_mutex_unlock(&fs->lock);
 	uint64_t disk;
 	if (cow_gc_disk(fs->store, &disk, NULL) == 0)
 		ret->disk_after = disk;
+out:
+	pthread_mutex_lock(&fs->lock);
+	fs->reclaimed.forgotten_objects += ret->forgotten_objects;
+	fs->reclaimed.forgotten_bytes += ret->forgotten_bytes;
+	fs->reclaimed.cleaned_segments += ret->segments_cleaned;
+	fs->reclaimed.cleaned_moved_bytes += ret->moved_bytes;
+	pthread_mutex_unlock(&fs->lock);
 	return r;
 }
 
