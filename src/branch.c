@@ -941,7 +941,7 @@ static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off,
 		goto out;
 	for (uint32_t k = 0; k < nput; k++)
 		h[slot[k]] = put_h[k];
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n && cow_store_reclaim_on(b->store); i++) {
 		cow_hash old;
 		if (cow_tree_get(m, first + i, &old) == 0 && !cow_hash_is_zero(&old) && !cow_hash_eq(&old, &h[i]))
 			tx_replaced(b, &old);
