@@ -854,9 +854,10 @@ static json_t *run_df(struct job *j)
 				  refs, "store", "segments", (int)u.segments, "disk_bytes", (json_int_t)u.disk_bytes,
 				  "log_bytes", (json_int_t)u.log_bytes, "live_bytes", (json_int_t)u.live_bytes,
 				  "reclaimable_bytes", (json_int_t)u.reclaimable_bytes, "reclaimed",
-				  "forgotten_objects", (json_int_t)u.forgotten_objects, "forgotten_bytes",
-				  (json_int_t)u.forgotten_bytes, "cleaned_segments", (json_int_t)u.cleaned_segments,
-				  "cleaned_moved_bytes", (json_int_t)u.cleaned_moved_bytes);
+				  "forgotten_objects", (json_int_t)u.reclaimed.forgotten_objects, "forgotten_bytes",
+				  (json_int_t)u.reclaimed.forgotten_bytes, "cleaned_segments",
+				  (json_int_t)u.reclaimed.cleaned_segments, "cleaned_moved_bytes",
+				  (json_int_t)u.reclaimed.cleaned_moved_bytes);
 	cow_fs_usage_free(&u);
 	return reply;
 }

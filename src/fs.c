@@ -59,7 +59,7 @@ struct cow_fs {
 	pthread_t clean_thread;
 	bool clean_running;
 	struct cow_gc_auto autogc;
-	struct cow_fs_usage reclaimed; /* early reclaim since the mount: its last four fields */
+	struct cow_fs_reclaimed reclaimed; /* early reclaim since the mount */
 	/* segments the cleaner kept for a damaged object (cow_fs_reclaim only) */
 #define COW_FS_KEPT_MAX 32
 	uint32_t kept[COW_FS_KEPT_MAX];
@@ -1489,10 +1489,7 @@ int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret)
 		ret->live_bytes = st.live_bytes;
 		ret->reclaimable_bytes = st.reclaimable_bytes;
 		pthread_mutex_lock(&fs->lock);
-		ret->forgotten_objects = fs->reclaimed.forgotten_objects;
-		ret->forgotten_bytes = fs->reclaimed.forgotten_bytes;
-		ret->cleaned_segments = fs->reclaimed.cleaned_segments;
-		ret->cleaned_moved_bytes = fs->reclaimed.cleaned_moved_bytes;
+		ret->reclaimed = fs->reclaimed;
 		pthread_mutex_unlock(&fs->lock);
 	}
 	free(v);

@@ -180,9 +180,10 @@ struct cow_fs_usage {
 	uint64_t live_bytes;        /* records of objects a ref, or a write since, still needs */
 	uint64_t reclaimable_bytes; /* at most what GC could free: disk bytes of segments
 				     * below the head that are not live */
-	/* early reclaim since the mount (cow_fs_reclaim) */
-	uint64_t forgotten_objects, forgotten_bytes;
-	uint64_t cleaned_segments, cleaned_moved_bytes;
+	struct cow_fs_reclaimed {   /* early reclaim since the mount (cow_fs_reclaim) */
+		uint64_t forgotten_objects, forgotten_bytes;
+		uint64_t cleaned_segments, cleaned_moved_bytes;
+	} reclaimed;
 };
 int cow_fs_usage(struct cow_fs *fs, struct cow_fs_usage *ret);
 void cow_fs_usage_free(struct cow_fs_usage *u);
