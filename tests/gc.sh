@@ -19,7 +19,9 @@
 #     exits 1; an offline gc still runs and keeps the damaged data;
 #   early reclaim: a 256 MiB file written over in place six times needs no
 #     collection: within 30 s the segment files are under 512 MiB, the file
-#     reads back after a remount, fsck is clean;
+#     reads back after a remount, fsck is clean; a file written between the
+#     first round's blocks is moved out of their segments by the cleaner
+#     and reads back right (O_DIRECT) all the while and after a remount;
 #   automatic gc: a 256 MiB file replaced with new data six times (1.5 GiB
 #     written, 256 MiB live) on a mount with default options: the daemon
 #     collects by itself, the segment files end below live + 1 GiB + two
@@ -306,17 +308,54 @@ auto_store() {
 }
 # early reclaim: the same file written over in place six times needs no
 # collection; the blocks each round replaced are forgotten and their
-# segments rewritten within a few of the cleaner's 5 s looks
+# segments rewritten within a few of the cleaner's 5 s looks.  A second
+# file, keep, is written between the blocks of the first round (each
+# piece made durable at once, so that the log holds them in that order):
+# the cleaner must move it out of the segments it shares with them, and it
+# reads back right all the while, with O_DIRECT (through the daemon, not
+# the page cache)
 auto_store reclaim
-overwrite_rounds "$T/reclaim.mnt" 6 inplace
 store=$T/reclaim
+head -c $((256 * MiB)) /dev/urandom >"$T/round" || fail "random data"
+ROUND_SUM=$(sum_of "$T/round")
+head -c $((32 * MiB)) /dev/urandom >"$T/keep" || fail "random data"
+KEEP_SUM=$(sum_of "$T/keep")
+for i in $(seq 0 255); do
+	dd if="$T/round" of="$T/reclaim.mnt/main/big" bs=1M skip="$i" seek="$i" count=1 conv=notrunc,fsync \
+		status=none || fail "write block $i of big"
+	[ $((i % 8)) = 7 ] || continue
+	dd if="$T/keep" of="$T/reclaim.mnt/main/keep" bs=1M skip=$((i / 8)) seek=$((i / 8)) count=1 \
+		conv=notrunc,fsync status=none || fail "write block $((i / 8)) of keep"
+done
+keep_segs=$(cd "$store/segments" && ls ./*.seg)
+# shellcheck disable=SC2016 # the reader's own script
+bg_start READER bash -c 'while :; do
+	s=$(dd if="$1" iflag=direct bs=1M status=none | sha256sum | cut -d" " -f1)
+	if [ "$s" = "$2" ]; then echo ok >>"$3.ok"; else echo "$(date +%T.%N) $s" >>"$3.bad"; fi
+done' reader "$T/reclaim.mnt/main/keep" "$KEEP_SUM" "$T/reader"
+overwrite_rounds "$T/reclaim.mnt" 5 inplace
 for _ in $(seq 12); do
 	[ "$(seg_bytes)" -le $((256 * MiB + 256 * MiB)) ] && break
 	sleep 2.5
 done
 b=$(seg_bytes)
+bg_kill "$READER"
 [ "$(collections "$T/reclaim")" = 0 ] || fail "a collection ran: $(grep "gc: " "$T/reclaim/cowfsd.log")"
 grep "reclaim: " "$T/reclaim/cowfsd.log" | sed 's/^/    /'
+# every segment that held keep's blocks but the last (still the log's
+# tail then) has been cleaned, so keep was moved while the reader ran
+gone=0 held=0
+for f in $keep_segs; do
+	held=$((held + 1))
+	[ -e "$store/segments/$f" ] || gone=$((gone + 1))
+done
+[ "$held" -ge 4 ] && [ "$gone" -ge $((held - 1)) ] ||
+	fail "$gone of the $held segments that held keep were cleaned: $(cd "$store/segments" && ls)"
+reads=$(wc -l <"$T/reader.ok" 2>/dev/null || echo 0)
+[ ! -s "$T/reader.bad" ] || fail "keep read back wrong while the cleaner moved it: $(head -n 5 "$T/reader.bad")"
+[ "$reads" -ge 3 ] || fail "the reader of keep read it only $reads times"
+[ "$(sum_of "$T/reclaim.mnt/main/keep")" = "$KEEP_SUM" ] || fail "keep reads back wrong after early reclaim"
+pass "early reclaim moved keep out of $gone segments while it was read $reads times with O_DIRECT, always right"
 [ "$b" -le $((256 * MiB + 256 * MiB)) ] ||
 	fail "segment files take $(mib "$b") 30 s after 1.5 GiB written in place over 256 MiB, with no collection"
 # cowfs df tells what early reclaim did since the mount
@@ -329,6 +368,9 @@ print(r["forgotten_bytes"], r["cleaned_segments"])' "$DF")
 "$C" df --store "$store" | grep -q "^early reclaim since the mount: .* forgotten, [0-9]* segments cleaned" ||
 	fail "cowfs df does not say what early reclaim did: $("$C" df --store "$store")"
 intact_after_remount reclaim "early reclaim"
+cowfs_mount "$T/reclaim" "$T/reclaim.mnt" || fail "remount reclaim"
+[ "$(sum_of "$T/reclaim.mnt/main/keep")" = "$KEEP_SUM" ] || fail "keep reads back wrong after a remount"
+cowfs_umount "$T/reclaim.mnt" || fail "umount reclaim"
 out=$("$C" fsck "$T/reclaim" 2>&1) || fail "fsck after early reclaim: $out"
 pass "early reclaim: 1.5 GiB written in place over a 256 MiB file, no collection, segment files $(mib "$b") ($(mib "$forgot") forgotten, $cleaned segments cleaned, as cowfs df says), the file intact after a remount, fsck clean"
 
