@@ -158,9 +158,13 @@ json_t *cli_call(const struct cli_target *t, json_t *req)
 	json_t *reply = request(path, req);
 	json_decref(req);
 	if (reply && t->json) {
+		/* out at once, also into a pipe: what follows (a restart of
+		 * Postgres after a reset) may take seconds */
 		char *text = json_dumps(reply, JSON_COMPACT);
-		if (text)
+		if (text) {
 			puts(text);
+			fflush(stdout);
+		}
 		free(text);
 	} else if (reply && !json_is_true(json_object_get(reply, "ok"))) {
 		json_t *e = json_object_get(reply, "error");
