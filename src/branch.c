@@ -941,11 +941,14 @@ static int tx_write_range(struct cow_branch *b, struct cow_inode *in, off_t off,
 		goto out;
 	for (uint32_t k = 0; k < nput; k++)
 		h[slot[k]] = put_h[k];
-	for (uint32_t i = 0; i < n && cow_store_reclaim_on(b->store); i++) {
-		cow_hash old;
-		if (cow_tree_get(m, first + i, &old) == 0 && !cow_hash_is_zero(&old) && !cow_hash_eq(&old, &h[i]))
-			tx_replaced(b, &old);
-	}
+	/* the blocks replaced, for early reclaim; no look-ups while it is off */
+	if (cow_store_reclaim_on(b->store))
+		for (uint32_t i = 0; i < n; i++) {
+			cow_hash old;
+			if (cow_tree_get(m, first + i, &old) == 0 && !cow_hash_is_zero(&old) &&
+			    !cow_hash_eq(&old, &h[i]))
+				tx_replaced(b, &old);
+		}
 	tx_filemap(b, in->ino, first, n, h);
 out:
 	free(h);
