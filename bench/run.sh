@@ -158,6 +158,11 @@ gc_quiet() {
 }
 
 label_of() { if [ "$1" = P ]; then echo plain; else echo "$COW_LABEL"; fi; }
+# pgbench -i on side S (P|C), or die with its output and the server's log
+load_on() {
+	local p=PORT_$1 out
+	out=$(pgb "${!p}" -i -s "$SCALE" -q 2>&1) || { echo "$out"; pg_log_tail "${!p}"; die "pgbench -i on $(label_of "$1")"; }
+}
 
 # --- a warm-up load on each side, not counted.  On a VM that gives memory it
 # frees back to its host (see free page reporting above), memory never
@@ -168,10 +173,9 @@ label_of() { if [ "$1" = P ]; then echo plain; else echo "$COW_LABEL"; fi; }
 # load replaces tables of its own side, as any re-run of pgbench -i does,
 # so the two sides start alike.
 for s in P C; do
-	port=PORT_$s
 	side_start $s
 	t0=$(now)
-	out=$(pgb "${!port}" -i -s "$SCALE" -q 2>&1) || { echo "$out"; pg_log_tail "${!port}"; die "pgbench -i on $(label_of $s)"; }
+	load_on $s
 	printf '  %-8s pgbench -i -s %s: %s s (warm-up, not counted)\n' "$(label_of $s)" "$SCALE" "$(calc "$(now) - $t0")"
 	side_stop $s
 done
@@ -189,7 +193,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		side_start $s
 		g0=$(gc_count)
 		t0=$(now)
-		out=$(pgb "${!port}" -i -s "$SCALE" -q 2>&1) || { echo "$out"; pg_log_tail "${!port}"; die "pgbench -i on $label"; }
+		load_on $s
 		t1=$(now)
 		psql_q "${!port}" "CHECKPOINT" || die "CHECKPOINT on $label"
 		t2=$(now)
