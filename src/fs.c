@@ -482,7 +482,7 @@ static void *cleaner(void *arg)
 				 (unsigned long long)((disk - a.base_disk) >> 20), busy, a.busy_max);
 		waiting = v == COW_GC_AUTO_WAIT;
 		if (v == COW_GC_AUTO_RUN) {
-			cow_info("gc: the store grew by %llu MiB since the last collection or the mount "
+			cow_info("gc: the store grew by %llu MiB since the last collection (or the first mount) "
 				 "(%llu MiB of live data then; %llu MiB free on its filesystem; CPUs %u %% busy%s); collecting",
 				 (unsigned long long)((disk - a.base_disk) >> 20), (unsigned long long)(a.base_live >> 20),
 				 (unsigned long long)(free_now == UINT64_MAX ? 0 : free_now >> 20), busy,
@@ -511,8 +511,20 @@ int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct, unsigned busy_max)
 	int r = cow_gc_disk(fs->store, &disk, NULL);
 	if (r < 0)
 		return r;
+	/* Growth counts from the last collection, across mounts (a store
+	 * mounted for a while at a time would otherwise never be collected);
+	 * one that kept no baseline counts from now, and keeps it. */
+	struct cow_gc_auto a;
+	cow_gc_auto_init(&a, pct, busy_max, COW_GC_AUTO_MIN_GROWTH, disk);
+	const char *dir = cow_store_path(fs->store);
+	int lr = cow_gc_auto_load(&a, dir);
+	if (lr < 0 && lr != -ENOENT)
+		cow_warn("%s/gc.base: %s; the growth that makes a collection due counts from now", dir,
+			 lr == -EBADMSG ? "not a baseline this version reads" : strerror(-lr));
+	if (lr < 0 && (lr = cow_gc_auto_save(&a, dir)) < 0)
+		cow_warn("cannot write %s/gc.base (%s): the next mount counts growth from then", dir, strerror(-lr));
 	pthread_mutex_lock(&fs->lock);
-	cow_gc_auto_init(&fs->autogc, pct, busy_max, COW_GC_AUTO_MIN_GROWTH, disk);
+	fs->autogc = a;
 	pthread_mutex_unlock(&fs->lock);
 	if (!pct)
 		return 0;
@@ -1533,10 +1545,15 @@ int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_s
 	cow_gc_end(g, &st);
 	pthread_mutex_unlock(&fs->pass_lock);
 	if (r == 0) {
-		/* a run by hand counts for the cleaner too */
+		/* a run by hand counts for the cleaner too, in this mount and the next */
 		pthread_mutex_lock(&fs->lock);
 		cow_gc_auto_ran(&fs->autogc, &st);
+		struct cow_gc_auto a = fs->autogc;
 		pthread_mutex_unlock(&fs->lock);
+		int sr = cow_gc_auto_save(&a, cow_store_path(fs->store));
+		if (sr < 0)
+			cow_warn("cannot write %s/gc.base (%s): the next mount counts the growth that makes a "
+				 "collection due from then", cow_store_path(fs->store), strerror(-sr));
 	}
 	if (r == 0 || r == -ECANCELED)
 		cow_info("gc%s: %u segments rewritten, %llu bytes moved, %llu bytes on disk before, %llu after, "

@@ -1,6 +1,8 @@
 #include "gc.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -65,6 +67,41 @@ void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st)
 {
 	a->base_disk = st->disk_after;
 	a->base_live = st->live_bytes;
+}
+
+#define BASE_NAME "gc.base"
+#define BASE_VERSION 1
+
+int cow_gc_auto_load(struct cow_gc_auto *a, const char *store)
+{
+	char path[4096];
+	if ((size_t)snprintf(path, sizeof path, "%s/" BASE_NAME, store) >= sizeof path)
+		return -ENAMETOOLONG;
+	char *buf;
+	size_t len;
+	int r = cow_read_file(path, 4096, &buf, &len);
+	if (r < 0)
+		return r == -EFBIG ? -EBADMSG : r;
+	json_t *j = json_loadb(buf, len, 0, NULL);
+	free(buf);
+	json_int_t version = 0, disk = -1, live = -1;
+	r = j && json_unpack(j, "{s:I, s:I, s:I}", "version", &version, "disk_bytes", &disk, "live_bytes",
+			     &live) == 0 && version == BASE_VERSION && disk >= 0 && live >= 0
+		? 0 : -EBADMSG;
+	json_decref(j);
+	if (r == 0) {
+		a->base_disk = (uint64_t)disk;
+		a->base_live = (uint64_t)live;
+	}
+	return r;
+}
+
+int cow_gc_auto_save(const struct cow_gc_auto *a, const char *store)
+{
+	char buf[128];
+	int n = snprintf(buf, sizeof buf, "{\"version\": %d, \"disk_bytes\": %llu, \"live_bytes\": %llu}\n",
+			 BASE_VERSION, (unsigned long long)a->base_disk, (unsigned long long)a->base_live);
+	return cow_write_file_durable(store, BASE_NAME, buf, (size_t)n);
 }
 
 int cow_gc_disk(struct cow_store *s, uint64_t *ret, bool *ret_old)

@@ -136,6 +136,13 @@ enum cow_gc_auto_verdict cow_gc_auto_due(const struct cow_gc_auto *a, uint64_t d
 					 bool old, unsigned busy);
 /* A run ended with ST (any run: a manual one counts too). */
 void cow_gc_auto_ran(struct cow_gc_auto *a, const struct cow_gc_stats *st);
+/* The baseline (base_disk, base_live) outlives the mount in STORE/gc.base
+ * (docs/FORMAT.md section 2), so that growth counts from the last run and
+ * not from the last mount.  Load: 0, -ENOENT (none kept yet), -EBADMSG
+ * (not a baseline this version reads), or another -errno; A is changed
+ * only on 0.  Save: written durably (temporary file, rename). */
+int cow_gc_auto_load(struct cow_gc_auto *a, const char *store);
+int cow_gc_auto_save(const struct cow_gc_auto *a, const char *store);
 /* The bytes the segment files take on disk now, and whether the oldest
  * segment is old (RET_OLD may be NULL). */
 int cow_gc_disk(struct cow_store *s, uint64_t *ret, bool *ret_old);

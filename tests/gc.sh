@@ -26,7 +26,9 @@
 #     written, 256 MiB live) on a mount with default options: the daemon
 #     collects by itself, the segment files end below live + 1 GiB + two
 #     segments, and the file reads back as last written; with -o autogc=0
-#     nothing is collected; a store with under 2 GiB free (on a small tmpfs)
+#     nothing is collected, and once remounted with the defaults the daemon
+#     collects it (growth counts from the last collection, across mounts,
+#     STORE/gc.base); a store with under 2 GiB free (on a small tmpfs)
 #     is collected before it has grown by 1 GiB; with the CPUs kept busy a
 #     due collection waits (and says so) until they are quiet, or until
 #     twice the growth is reached;
@@ -397,6 +399,20 @@ b=$(seg_bytes)
 [ "$b" -ge $((6 * 256 * MiB)) ] || fail "with -o autogc=0 the segment files take only $(mib "$b") after 1.5 GiB written"
 cowfs_umount "$T/manual.mnt" || fail "umount manual"
 pass "with -o autogc=0 nothing is collected: segment files $(mib "$b")"
+# growth counts from the last collection, not from the mount: remounted
+# with the defaults, the same store is collected for what it grew by before
+cowfs_mount "$T/manual" "$T/manual.mnt" || fail "remount manual"
+await_collection "$T/manual"
+grew=$(sed -n 's/.*gc: the store grew by \([0-9]*\) MiB.*/\1/p' "$T/manual/cowfsd.log" | head -n 1)
+[ -n "$grew" ] || fail "no automatic gc after a remount with the defaults of a store that grew by $(mib "$b") before"
+[ "$grew" -ge 1024 ] || fail "the automatic gc after the remount counted only $grew MiB of growth"
+grep -q "gc: [0-9]* segments rewritten" "$T/manual/cowfsd.log" || fail "the automatic gc after the remount did not finish"
+b2=$(seg_bytes)
+[ "$b2" -le $((256 * MiB + 1024 * MiB + 128 * MiB)) ] ||
+	fail "segment files take $(mib "$b2") after the automatic gc, for 256 MiB live"
+[ "$(sum_of "$T/manual.mnt/main/big")" = "$ROUND_SUM" ] || fail "big reads back wrong after the automatic gc"
+cowfs_umount "$T/manual.mnt" || fail "umount manual"
+pass "remounted with the defaults, the daemon collected the store that grew by $grew MiB under autogc=0 (segment files $(mib "$b") -> $(mib "$b2"))"
 
 # short of space: a store on a 2200 MiB tmpfs has less than 2 GiB free after
 # one round, and is collected long before it has grown by 1 GiB

@@ -374,6 +374,57 @@ START_TEST(test_gc_auto_due)
 }
 END_TEST
 
+/* The cleaner's baseline outlives the mount: what a run found is kept in
+ * STORE/gc.base and read at the next start, so that growth counts from the
+ * last collection and not from the last mount; a start with none kept
+ * keeps its own; a garbled file is refused and replaced. */
+START_TEST(test_gc_auto_baseline_kept)
+{
+	struct env e;
+	env_new(&e);
+	char path[4096];
+	snprintf(path, sizeof path, "%s/gc.base", e.path);
+	struct cow_gc_auto a;
+	cow_gc_auto_init(&a, 100, 50, 1ull << 30, 7);
+	ck_assert_int_eq(cow_gc_auto_load(&a, e.path), -ENOENT);
+	ck_assert_uint_eq(a.base_disk, 7);
+	write_file(br(&e, "main"), "a", 0, 4 * MiB, 1);
+	struct cow_gc_opts o = { .no_slack = true };
+	struct cow_gc_stats st;
+	ck_assert_int_eq(cow_fs_gc(e.fs, &o, &st), 0);
+	env_reopen(&e);
+	ck_assert_int_eq(cow_gc_auto_load(&a, e.path), 0);
+	ck_assert_uint_eq(a.base_disk, st.disk_after);
+	ck_assert_uint_eq(a.base_live, st.live_bytes);
+	ck_assert_uint_ge(a.base_live, 4 * MiB);
+	/* none kept: the start keeps the segment files' size at that moment */
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(cow_fs_start_cleaner(e.fs, 0, 50), 0);
+	a = (struct cow_gc_auto){ 0 };
+	ck_assert_int_eq(cow_gc_auto_load(&a, e.path), 0);
+	ck_assert_uint_ge(a.base_disk, 4 * MiB);
+	ck_assert_uint_eq(a.base_live, 0);
+	/* garbled, or of another version: refused, A untouched; a start replaces it */
+	static const char *const bad[] = {
+		"{\"version\": 1, \"disk_bytes\": -5, \"live_bytes\": 0}",
+		"{\"version\": 2, \"disk_bytes\": 5, \"live_bytes\": 0}",
+		"{\"version\": 1, \"disk_bytes\": 5}",
+		"not json",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		ck_assert_int_eq(cow_write_file_durable(e.path, "gc.base", bad[i], strlen(bad[i])), 0);
+		struct cow_gc_auto c = { .base_disk = 3, .base_live = 2 };
+		ck_assert_int_eq(cow_gc_auto_load(&c, e.path), -EBADMSG);
+		ck_assert_uint_eq(c.base_disk, 3);
+		ck_assert_uint_eq(c.base_live, 2);
+	}
+	ck_assert_int_eq(cow_fs_start_cleaner(e.fs, 0, 50), 0);
+	ck_assert_int_eq(cow_gc_auto_load(&a, e.path), 0);
+	ck_assert_uint_ge(a.base_disk, 4 * MiB);
+	env_free(&e);
+}
+END_TEST
+
 START_TEST(test_gc_no_slack)
 {
 	/* A segment three quarters live: a run by hand rewrites it (the
@@ -1016,6 +1067,7 @@ int main(void)
 	tcase_add_test(tc, test_gc_crash_at_every_sync);
 	tcase_add_test(tc, test_fsck_names_branch_and_file);
 	tcase_add_test(tc, test_gc_auto_due);
+	tcase_add_test(tc, test_gc_auto_baseline_kept);
 	tcase_add_test(tc, test_gc_no_slack);
 	suite_add_tcase(s, tc);
 	return tu_run(s);
