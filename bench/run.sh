@@ -34,6 +34,7 @@
 #   COWFS_BIN=...            directory with cowfs and cowfsd (default: build/)
 . "$(dirname "$0")/../tests/lib.sh"
 . "$TESTS_DIR/pg/pglib.sh"
+. "$(dirname "$0")/lib.sh"
 
 SCALE=${SCALE:-50}
 DURATION=${DURATION:-30}
@@ -49,32 +50,8 @@ die() { echo "bench/run.sh: $*" >&2; exit 1; }
 now() { date +%s.%N; }
 calc() { awk "BEGIN{ printf \"%.${2:-2}f\", $1 }"; }
 
-# Free page reporting: a VM's kernel may give the memory it frees back to
-# its host (virtio-balloon), and a page the host took back costs a fault in
-# the host when the kernel next hands it out.  On this project's machines
-# 1.5 GB of page cache costs 0.4 s of CPU written into memory freed just
-# before, and 2.4 s written into memory freed 30 s before: which side of a
-# phase meets the colder memory depends on the order and the pauses
-# between them, not on cowfs: with COWFS_PLAIN=1 (two identical sides) it
-# gave load ratios from 0.68 to 1.13, and 0.97 with it off.  So while the
-# bench runs, the kernel reports no free memory to the host (as on bare
-# metal) and the setting is put back at exit (not after a kill -9: then
-# write the old order, 9 here, back by hand).  BENCH_PAGE_REPORTING=on
-# keeps it.
-PR_KNOB=/sys/module/page_reporting/parameters/page_reporting_order
-PR_SAVED=
-PR_STATE="no free page reporting on this machine"
-if [ -w "$PR_KNOB" ]; then
-	if [ "${BENCH_PAGE_REPORTING:-off}" = on ]; then
-		PR_STATE="free page reporting to the host left on (BENCH_PAGE_REPORTING=on)"
-	else
-		PR_SAVED=$(cat "$PR_KNOB")
-		echo 11 >"$PR_KNOB" || die "cannot write $PR_KNOB"
-		PR_STATE="free page reporting to the host off while the bench runs (order $PR_SAVED -> 11)"
-	fi
-fi
-pr_restore() { [ -z "$PR_SAVED" ] || echo "$PR_SAVED" >"$PR_KNOB"; }
-trap 'rc=$?; pr_restore; (exit $rc); _lib_cleanup' EXIT
+# Free page reporting off while the bench runs: see bench/lib.sh.
+bench_quiet_memory
 
 bench_sides
 COW_LABEL=cowfs
