@@ -505,6 +505,17 @@ static void *cleaner(void *arg)
 	return NULL;
 }
 
+/* Keep A's baseline for the next mount (STORE/gc.base); a failure costs
+ * only that the next mount counts growth from its own start. */
+static void baseline_keep(struct cow_fs *fs, const struct cow_gc_auto *a)
+{
+	const char *dir = cow_store_path(fs->store);
+	int r = cow_gc_auto_save(a, dir);
+	if (r < 0)
+		cow_warn("cannot write %s/gc.base (%s): the next mount counts the growth that makes a "
+			 "collection due from then", dir, strerror(-r));
+}
+
 int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct, unsigned busy_max)
 {
 	uint64_t disk;
@@ -521,8 +532,8 @@ int cow_fs_start_cleaner(struct cow_fs *fs, unsigned pct, unsigned busy_max)
 	if (lr < 0 && lr != -ENOENT)
 		cow_warn("%s/gc.base: %s; the growth that makes a collection due counts from now", dir,
 			 lr == -EBADMSG ? "not a baseline this version reads" : strerror(-lr));
-	if (lr < 0 && (lr = cow_gc_auto_save(&a, dir)) < 0)
-		cow_warn("cannot write %s/gc.base (%s): the next mount counts growth from then", dir, strerror(-lr));
+	if (lr < 0)
+		baseline_keep(fs, &a);
 	pthread_mutex_lock(&fs->lock);
 	fs->autogc = a;
 	pthread_mutex_unlock(&fs->lock);
@@ -1550,10 +1561,7 @@ int cow_fs_gc(struct cow_fs *fs, const struct cow_gc_opts *opts, struct cow_gc_s
 		cow_gc_auto_ran(&fs->autogc, &st);
 		struct cow_gc_auto a = fs->autogc;
 		pthread_mutex_unlock(&fs->lock);
-		int sr = cow_gc_auto_save(&a, cow_store_path(fs->store));
-		if (sr < 0)
-			cow_warn("cannot write %s/gc.base (%s): the next mount counts the growth that makes a "
-				 "collection due from then", cow_store_path(fs->store), strerror(-sr));
+		baseline_keep(fs, &a);
 	}
 	if (r == 0 || r == -ECANCELED)
 		cow_info("gc%s: %u segments rewritten, %llu bytes moved, %llu bytes on disk before, %llu after, "
