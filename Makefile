@@ -52,8 +52,10 @@ $(B)/libcowfs.a: $(CORE_OBJS) Makefile
 	rm -f $@
 	$(AR) rcs $@ $(CORE_OBJS)
 
-$(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/libcowfs.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# only the daemon uses liburing (uring.c: FUSE requests over io_uring)
+$(B)/uring.o: CFLAGS += $(shell $(PKG_CONFIG) --cflags liburing)
+$(B)/cowfsd: $(B)/cowfsd.o $(B)/fuse_ops.o $(B)/uring.o $(B)/libcowfs.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell $(PKG_CONFIG) --libs liburing)
 
 CLI_OBJS := $(B)/cowfs.o $(B)/cli.o $(B)/cli_branch.o $(B)/cli_diff.o $(B)/cli_store.o $(B)/pgcli.o $(B)/cicli.o
 # `cowfs git` is a program of its own: only it loads libgit2 (cowfs_git.c)

@@ -22,6 +22,8 @@
  *   writeback / nowriteback   kernel write-back caching (default on)
  *   strictlimit          keep the kernel's hard cap on the mount's dirty
  *                        pages (writeback.h; by default it is lifted)
+ *   uring / nouring      FUSE requests over io_uring where the kernel offers
+ *                        it (uring.h; default off)
  *   debug                like -d: foreground, every request logged
  * allow_other and default_permissions are always on: the store records owners
  * and modes, and the kernel enforces them for every user.
@@ -59,6 +61,7 @@
 #include "notify.h"
 #include "powercut.h"
 #include "writeback.h"
+#include "uring.h"
 #include "util.h"
 
 static void usage(FILE *f, const char *prog)
@@ -71,6 +74,7 @@ static void usage(FILE *f, const char *prog)
 		"  -o OPTIONS    comma-separated: checkpoint=SECONDS, timeout=SECONDS,\n"
 		"                grace=DURATION, reap=DURATION, autogc=PERCENT,\n"
 		"                autogc_busy=PERCENT, noreclaim, writeback, nowriteback, strictlimit,\n"
+		"                uring, nouring,\n"
 		"                and kernel mount options (ro, noatime, ...)\n"
 		"See cowfsd(8).\n",
 		prog);
@@ -91,9 +95,12 @@ struct opts {
 	unsigned checkpoint, reap, autogc, autogc_busy;
 	int64_t grace;
 	double timeout;
-	bool writeback, strictlimit, noreclaim, foreground, debug;
+	bool writeback, strictlimit, noreclaim, uring, foreground, debug;
 	char fuse_opts[2048];
 };
+
+/* Threads (and ring entries) per CPU queue with -o uring: see uring.h. */
+#define URING_THREADS 32
 
 static int parse_o(struct opts *o, char *list)
 {
@@ -145,6 +152,10 @@ static int parse_o(struct opts *o, char *list)
 			o->strictlimit = true;
 		} else if (strcmp(tok, "noreclaim") == 0) {
 			o->noreclaim = true;
+		} else if (strcmp(tok, "uring") == 0) {
+			o->uring = true;
+		} else if (strcmp(tok, "nouring") == 0) {
+			o->uring = false;
 		} else if (strncmp(tok, "max_read=", 9) == 0) {
 			/* libfuse ends the session at FUSE_INIT unless init() asks for the
 			 * same size, and the daemon exited 0 without a mount */
@@ -350,6 +361,11 @@ int main(int argc, char **argv)
 		cow_fs_close(ctx.fs);
 		return 1;
 	}
+	if (o.uring) {
+		int ur = cow_uring_attach(se, URING_THREADS);
+		if (ur < 0)
+			cow_warn("FUSE over io_uring: not used (%s)", strerror(-ur));
+	}
 	/* Only with the write-back cache do writes wait for the dirty limit. */
 	int flusher = 1; /* not asked */
 	if (o.writeback && !o.strictlimit) {
@@ -446,6 +462,7 @@ int main(int argc, char **argv)
 	cow_pgd_stop(pgd, loop > 0 ? se : NULL);
 	/* Unmounting ends the connection, which fails a statfs still waiting. */
 	fuse_session_unmount(se);
+	cow_uring_stop();
 	if (ready_started)
 		pthread_join(ready_thread, NULL);
 	fuse_session_destroy(se);

@@ -10,7 +10,9 @@
 #   store_init STORE [OWNER]    cowfs init; the store's /run/cowfs/TAG (Postgres sockets, logs)
 #                               is removed at exit
 #   cowfs_mount STORE MNT [ARGS] mount (background daemon), ARGS go to cowfs mount
-#                               (e.g. -o nowriteback); registers cleanup
+#                               (e.g. -o nowriteback); registers cleanup.  With
+#                               COWFS_MOUNT_OPTS set, every such mount gets -o
+#                               $COWFS_MOUNT_OPTS too (tests/uring.sh: uring)
 #   store_mounted_new [ARGS]    a new temp dir T with a store (owner postgres) at
 #                               $T/store mounted at $T/mnt (ARGS to cowfs mount);
 #                               sets T, store and mnt
@@ -146,7 +148,7 @@ store_mounted_new() {
 
 cowfs_mount() {
 	_LIB_MOUNTS+=("$2")
-	"$COWFS_BIN/cowfs" mount "$1" "$2" "${@:3}" || return
+	"$COWFS_BIN/cowfs" mount "$1" "$2" "${@:3}" ${COWFS_MOUNT_OPTS:+-o "$COWFS_MOUNT_OPTS"} || return
 	local p
 	p=$(cowfs_daemon_pid "$2")
 	[ -n "$p" ] && _LIB_DAEMONS+=("$p")

@@ -13,6 +13,8 @@
 #   tests/pg/basic.sh     Postgres load, clean umount/remount, same data, pg_amcheck clean
 #   tests/pg/crash.sh     kill -9 of the daemon / of Postgres loses no acknowledged commit
 #   tests/pg/diskfull.sh  a full disk gives Postgres ENOSPC and loses no acknowledged commit
+#   tests/uring.sh        -o uring: requests through io_uring; fsops, pg/basic and pg/crash
+#                         again over it (or, without it in the kernel, the fallback)
 #   tests/pg/helper.sh    cowfs pg: ports, start/stop as the owner, reset, on demand, bad input
 #   tests/git.sh          cowfs git: hooks pair git branches with database branches; prune
 #   tests/ci.sh           cowfs ci run: a throw-away branch per command, gone on every path
@@ -39,7 +41,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 	die "PostgreSQL 15 server binaries not found in $PGBIN (initdb, pgbench, pg_amcheck): install postgresql-15"
 export PGBIN
 
-TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/install.sh tests/branch.sh tests/lifecycle.sh tests/gc.sh tests/pg/basic.sh tests/pg/crash.sh tests/pg/diskfull.sh tests/pg/helper.sh tests/git.sh tests/ci.sh tests/seeds.sh"}
+TESTS=${TESTS:-"tests/fsops.sh tests/badinput.sh tests/mount.sh tests/install.sh tests/branch.sh tests/lifecycle.sh tests/gc.sh tests/pg/basic.sh tests/pg/crash.sh tests/pg/diskfull.sh tests/uring.sh tests/pg/helper.sh tests/git.sh tests/ci.sh tests/seeds.sh"}
 passed=0 failed=0 failed_names=
 for t in $TESTS; do
 	if [ ! -f "$t" ]; then
