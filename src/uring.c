@@ -168,8 +168,10 @@ static ssize_t init_reply(int fd, struct iovec *iov, int count)
 		if (e == 0 && (e = pthread_create(&w->thread, NULL, serve, w)) > 0)
 			e = -e;
 		if (e < 0) {
-			cow_warn("FUSE over io_uring: cannot start queue %u's threads: %s", w->qid, strerror(-e));
-			break;
+			/* the kernel uses the ring once every queue has an entry */
+			cow_warn("FUSE over io_uring: cannot start a thread of queue %u: %s; the ring runs with "
+				 "fewer threads, or not at all if a queue has none", w->qid, strerror(-e));
+			return n;
 		}
 		w->started = true;
 	}
@@ -187,7 +189,8 @@ static struct entry *entry_of(uint64_t unique)
 	return NULL;
 }
 
-/* Queue CMD for E on its worker's ring.  Called from any thread. */
+/* Queue CMD for E on its worker's ring, from E's own thread (io_writev
+ * says why); the lock keeps out cow_uring_stop()'s NOP. */
 static int submit_cmd(struct entry *e, unsigned op, uint64_t commit_id)
 {
 	struct worker *w = e->w;
