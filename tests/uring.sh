@@ -53,7 +53,8 @@ fi
 
 old=$(cat "$PARAM")
 restore_param() { echo "$old" >"$PARAM"; }
-trap 'restore_param; _lib_cleanup' EXIT
+# _lib_cleanup exits with the status it finds in $?: keep the test's
+trap 'rc=$?; restore_param; (exit $rc); _lib_cleanup' EXIT
 echo Y >"$PARAM" || fail "cannot turn on $PARAM"
 
 # --- 1. the ring carries the requests, and what it carried is stored --------
