@@ -16,8 +16,8 @@ PR_KNOB=/sys/module/page_reporting/parameters/page_reporting_order
 PR_SAVED=
 PR_STATE="no free page reporting on this machine"
 
-# Turn reporting off (sets PR_STATE, a line for the bench's header) and
-# install the EXIT trap that puts it back and then cleans up as tests do.
+# Turn reporting off (sets PR_STATE, a line for the bench's header); it is
+# put back at exit (on_exit, tests/lib.sh).
 bench_quiet_memory() {
 	if [ -w "$PR_KNOB" ]; then
 		if [ "${BENCH_PAGE_REPORTING:-off}" = on ]; then
@@ -28,6 +28,6 @@ bench_quiet_memory() {
 			PR_STATE="free page reporting to the host off while the bench runs (order $PR_SAVED -> 11)"
 		fi
 	fi
-	trap 'rc=$?; pr_restore; (exit $rc); _lib_cleanup' EXIT
+	on_exit pr_restore
 }
 pr_restore() { [ -z "$PR_SAVED" ] || echo "$PR_SAVED" >"$PR_KNOB"; }

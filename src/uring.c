@@ -81,7 +81,8 @@ static struct {
 	size_t payload;         /* the largest request: max_write, max_pages */
 	unsigned nworkers;
 	struct worker *workers;
-	atomic_bool active, stopping;
+	atomic_bool active;      /* a worker registered: WORKERS is set up (read it only after) */
+	atomic_bool stopping;
 	_Atomic uint64_t served; /* requests that came through the ring */
 } U;
 

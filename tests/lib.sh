@@ -5,6 +5,9 @@
 #
 #   cowfs_bin_dir               build/ of this tree (override with COWFS_BIN)
 #   tmpdir_new VAR              make a temp dir (removed at exit), store path in VAR
+#   on_exit CMD                 run CMD first at exit, before Postgres and mounts are stopped
+#                               (e.g. put back a kernel setting the script changed); the
+#                               script's exit status is kept
 #   rmdir_at_exit DIR           remove DIR (rm -rf) at exit, after Postgres and mounts are gone
 #                               (e.g. a store's socket directories under /run/cowfs)
 #   store_init STORE [OWNER]    cowfs init; the store's /run/cowfs/TAG (Postgres sockets, logs)
@@ -62,6 +65,7 @@ _LIB_PGDATA=()
 _LIB_PGMOUNTS=()
 _LIB_TMPDIRS=()
 _LIB_RMDIRS=()
+_LIB_ONEXIT=()
 _LIB_DAEMONS=()
 _LIB_BGPIDS=()
 _LIB_PGKILL=()
@@ -71,6 +75,7 @@ _LIB_PGUID=$(id -u postgres 2>/dev/null || echo -1)
 _lib_cleanup() {
 	local rc=$?
 	local d m p _
+	for p in "${_LIB_ONEXIT[@]}"; do eval "$p"; done
 	for p in "${_LIB_BGPIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null && wait "$p" 2>/dev/null; done
 	for m in "${_LIB_PGMOUNTS[@]}"; do
 		for d in "$m"/*/; do [ -f "$d/postmaster.pid" ] && _LIB_PGDATA+=("${d%/}"); done
@@ -126,6 +131,10 @@ tmpdir_new() {
 
 rmdir_at_exit() {
 	_LIB_RMDIRS+=("$1")
+}
+
+on_exit() {
+	_LIB_ONEXIT+=("$1")
 }
 
 store_init() {

@@ -52,9 +52,7 @@ if [ ! -e "$PARAM" ]; then
 fi
 
 old=$(cat "$PARAM")
-restore_param() { echo "$old" >"$PARAM"; }
-# _lib_cleanup exits with the status it finds in $?: keep the test's
-trap 'rc=$?; restore_param; (exit $rc); _lib_cleanup' EXIT
+on_exit 'echo "$old" >"$PARAM"'
 echo Y >"$PARAM" || fail "cannot turn on $PARAM"
 
 # --- 1. the ring carries the requests, and what it carried is stored --------
