@@ -216,6 +216,14 @@ static int submit_cmd(struct entry *e, unsigned op, uint64_t commit_id)
 	return r;
 }
 
+/* E's reply to request UNIQUE becomes EIO, with no payload. */
+static void reply_eio(struct entry *e, uint64_t unique)
+{
+	struct fuse_out_header eh = { sizeof eh, -EIO, unique };
+	memcpy(e->hdr.in_out, &eh, sizeof eh);
+	e->hdr.ent.payload_sz = 0;
+}
+
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	const struct fuse_out_header *oh = iov[0].iov_base;
@@ -234,14 +242,13 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	}
 	int err = 0;
 	memcpy(e->hdr.in_out, oh, sizeof *oh);
+	e->hdr.ent.payload_sz = (uint32_t)at;
 	if (at > U.payload) { /* cannot happen: replies fit what the kernel asked for */
-		struct fuse_out_header eh = { sizeof eh, -EIO, unique };
-		memcpy(e->hdr.in_out, &eh, sizeof eh);
+		reply_eio(e, unique);
 		at = 0;
 		err = EINVAL;
 	}
 	len += at;
-	e->hdr.ent.payload_sz = (uint32_t)at;
 	atomic_store_explicit(&e->unique, 0, memory_order_release);
 	if (self == e->w) {
 		int r = submit_cmd(e, URING_COMMIT_AND_FETCH, unique);
@@ -341,9 +348,7 @@ static void *serve(void *arg)
 		}
 		uint64_t id = e->hdr.ent.commit_id;
 		if (!process(e)) {
-			struct fuse_out_header eh = { sizeof eh, -EIO, id };
-			memcpy(e->hdr.in_out, &eh, sizeof eh);
-			e->hdr.ent.payload_sz = 0;
+			reply_eio(e, id);
 		} else if (e->committed) {
 			e->committed = false;
 			continue;
