@@ -4,7 +4,7 @@
 Reads `perf script` output (stdin) of a trace taken with these events, all CPUs:
   syscalls:sys_enter_fdatasync syscalls:sys_exit_fdatasync
   fuse:fuse_request_send fuse:fuse_request_end
-  sched:sched_wakeup sched:sched_switch
+  sched:sched_wakeup sched:sched_switch block:block_bio_queue
 and prints one line per figure, "KEY MEAN MEDIAN COUNT" (microseconds),
 for bench/commitpath.sh to lay out.
 
@@ -32,6 +32,14 @@ And of each WRITE (matched to the daemon thread the sender woke):
   d_reply             that fdatasync returned -> the reply
 Every fdatasync the daemon made:
   daemon_fdatasync    its length
+The fdatasyncs that reach the disk (Postgres's on the plain disk, the
+daemon's of its log on cowfs), split by whether the file system wrote
+metadata in them (a bio marked M that the syncing thread queued itself, e.g.
+ext4 without a journal writing the inode after a block allocation: one more
+write the flush waits for; a journal's writes come from its own thread and
+are not seen here):
+  disk_sync_meta      its length, of those that wrote metadata
+  disk_sync_data      its length, of those that wrote none
 """
 import re
 import sys
@@ -59,7 +67,7 @@ def main():
 
     out = {k: [] for k in ('pg_fdatasync', 'to_send', 'write_rt', 'setattr', 'reply_to_wake', 'wake_to_run',
                            'run_to_exit', 'd_wake', 'd_run', 'd_work', 'd_work_idle', 'd_work_busy', 'd_sync', 'd_reply',
-                           'daemon_fdatasync')}
+                           'daemon_fdatasync', 'disk_sync_meta', 'disk_sync_data')}
     req_op = {}        # req -> (opcode name, sender pid, send time)
     pg_open = {}       # postgres pid -> its fdatasync in progress
     done = []          # finished postgres fdatasyncs
@@ -67,6 +75,8 @@ def main():
     waiting = []       # WRITEs sent, not yet replied to (daemon side)
     d_open = {}        # daemon tid -> fdatasync enter time
     d_syncs = []       # (enter, exit) of the daemon's fdatasyncs
+    meta = set()       # (pid, enter time) of fdatasyncs that wrote metadata
+    disk = {'postgres': [], 'cowfsd': []}  # (length, wrote metadata) per process kind
 
     for t, comm, pid, name, rest in events:
         if name == 'syscalls:sys_enter_fdatasync':
@@ -83,9 +93,11 @@ def main():
                 f = pg_open.pop(pid)
                 f['t1'] = t
                 done.append(f)
+                disk['postgres'].append((t - f['t0'], (pid, f['t0']) in meta))
             elif comm == 'cowfsd' and pid in d_open:
                 t0 = d_open.pop(pid)
                 d_syncs.append((t0, t))
+                disk['cowfsd'].append((t - t0, (pid, t0) in meta))
                 for r in waiting:
                     w = writes[r]
                     # the first sync that began after the WRITE was taken up covers it
@@ -122,6 +134,14 @@ def main():
                     out['d_work_busy' if w['busy'] else 'd_work_idle'].append(w['sync0'] - w['run'])
                     out['d_sync'].append(w['sync1'] - w['sync0'])
                     out['d_reply'].append(t - w['sync1'])
+        elif name == 'block:block_bio_queue':
+            # "254,0 WSM 350486888 + 8 [cowfsd]": M marks a metadata write
+            f = rest.split()
+            if len(f) > 1 and 'M' in f[1]:
+                if comm == 'postgres' and pid in pg_open:
+                    meta.add((pid, pg_open[pid]['t0']))
+                elif comm == 'cowfsd' and pid in d_open:
+                    meta.add((pid, d_open[pid]))
         elif name == 'sched:sched_wakeup':
             m = re.search(r'comm=(\S+) pid=(\d+)', rest)
             if not m:
@@ -167,6 +187,10 @@ def main():
             out['wake_to_run'].append(f['run'] - f['wake'])
             out['run_to_exit'].append(f['t1'] - f['run'])
     out['daemon_fdatasync'] = [b - a for a, b in d_syncs]
+    # the process whose fdatasyncs reach the disk: the daemon, if it made any
+    syncs = disk['cowfsd'] or disk['postgres']
+    out['disk_sync_meta'] = [d for d, m in syncs if m]
+    out['disk_sync_data'] = [d for d, m in syncs if not m]
 
     for k, v in out.items():
         print('%s %.1f %.1f %d' % (k, mean(v) * 1e6, median(v) * 1e6, len(v)))

@@ -7,7 +7,7 @@
 # options), one running at a time.  On each side, pgbench -c 4 -j 2 runs for
 # $DURATION seconds; $TRACE seconds into its middle are traced with perf
 # (fdatasync entry and exit, the kernel's FUSE request tracepoints, wake-ups
-# and context switches, all CPUs), and bench/commitpath.py takes Postgres's
+# and context switches, bios queued, all CPUs), and bench/commitpath.py takes Postgres's
 # WAL fdatasyncs apart: on cowfs, the FUSE WRITE that carries the WAL page
 # (and the daemon's part of it: waking a worker, its work, the log's own
 # fdatasync, the reply), the SETATTR of the file's times, and waking
@@ -23,7 +23,7 @@ DURATION=${DURATION:-20}
 TRACE=${TRACE:-5}
 BENCH_PG_OPTS=${BENCH_PG_OPTS:-$BENCH_PG_OPTS_DEFAULT}
 export PG_OPTS=$BENCH_PG_OPTS
-EVENTS="-e syscalls:sys_enter_fdatasync -e syscalls:sys_exit_fdatasync -e fuse:fuse_request_send -e fuse:fuse_request_end -e sched:sched_wakeup -e sched:sched_switch"
+EVENTS="-e syscalls:sys_enter_fdatasync -e syscalls:sys_exit_fdatasync -e fuse:fuse_request_send -e fuse:fuse_request_end -e sched:sched_wakeup -e sched:sched_switch -e block:block_bio_queue"
 
 die() { echo "bench/commitpath.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "bench/commitpath.sh: must run as root" >&2; exit 2; }
@@ -79,4 +79,10 @@ row "  reply -> Postgres woken" "" "$(fig C reply_to_wake)"
 row "  woken -> running" "" "$(fig C wake_to_run)"
 row "  running -> fdatasync returns" "" "$(fig C run_to_exit)"
 row "every fdatasync of the daemon (median)" "" "$(fig C daemon_fdatasync 3)"
+echo "  the fdatasyncs that reach the disk (plain: Postgres's; cowfs: the daemon's), by whether"
+echo "  the file system wrote metadata in them (an inode after a block allocation, say):"
+row "  with a metadata write: calls" "$(fig P disk_sync_meta 4)" "$(fig C disk_sync_meta 4)"
+row "  … their length" "$(fig P disk_sync_meta) ($(fig P disk_sync_meta 3))" "$(fig C disk_sync_meta) ($(fig C disk_sync_meta 3))"
+row "  without: calls" "$(fig P disk_sync_data 4)" "$(fig C disk_sync_data 4)"
+row "  … their length" "$(fig P disk_sync_data) ($(fig P disk_sync_data 3))" "$(fig C disk_sync_data) ($(fig C disk_sync_data 3))"
 echo "reproduce: cd $TOP && make && SCALE=$SCALE DURATION=$DURATION TRACE=$TRACE bash bench/commitpath.sh"
