@@ -1,8 +1,8 @@
 #!/bin/bash
 # bench/ab.sh — is a change to the daemon worth it?  Paired TPC-B runs of two
 # daemons (or two sets of mount options) on one loaded store.  Not a test and
-# not in `make bench`: a tool for deciding, whose output goes in the README
-# next to the change it judged.
+# not in `make bench`: a tool for deciding, whose output goes in
+# docs/PERFORMANCE.md next to the change it judged.
 #
 # On this VM the plain disk's own TPC-B moves by 10 to 20 % between runs a
 # minute apart, so a single bench run cannot see a change of a few per cent.

@@ -138,7 +138,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * pages (hundreds of MiB when the kernel writes back an inode dirty for
 	 * 30 s) then went through 12 per sync, and a commit's WAL page waited
 	 * behind all of it: a second at 0-30 TPS.  With room for all of them,
-	 * one group commit covers the burst (bench/stalls.sh; README). */
+	 * one group commit covers the burst (bench/stalls.sh; docs/PERFORMANCE.md). */
 	conn->max_background = 1024;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)

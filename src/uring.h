@@ -14,7 +14,7 @@
  *     each with its own io_uring and one entry (a header and a payload
  *     buffer of the connection's largest request) registered with the
  *     kernel.  The threads are not pinned to their queue's CPU: pinned, on
- *     two busy cores, TPC-B lost 9 % (README).
+ *     two busy cores, TPC-B lost 9 % (docs/PERFORMANCE.md).
  *   - An entry holds its request until the reply, and the kernel queues
  *     the requests of one CPU in order: THREADS bounds how many of a
  *     queue's requests the daemon holds at once, durable WRITEs waiting for
@@ -38,7 +38,7 @@
  *     goes to /dev/fuse.  FORGET and INTERRUPT always come through
  *     /dev/fuse.
  *
- * Measured on a 2-core VM (README, "What bounds the Postgres figures"): it
+ * Measured on a 2-core VM (docs/PERFORMANCE.md, "What bounds the Postgres figures"): it
  * works (tests/uring.sh runs the POSIX, Postgres and crash suites over it)
  * but is not faster there, so it is off unless asked for (-o uring).
  *
