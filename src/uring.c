@@ -56,6 +56,7 @@ struct entry {
 	char *mem; /* FRONT bytes, then the payload */
 	struct worker *w;
 	_Atomic uint64_t unique; /* of the request it holds, 0 if none */
+	unsigned slot;           /* ... and its slot in U.held */
 	bool committed;          /* its reply went back from its own thread */
 	bool ready;              /* another thread's reply is in it: under w->mu */
 	uint64_t commit_id;      /* ... for this request */
@@ -81,6 +82,15 @@ static struct {
 	size_t payload;         /* the largest request: max_write, max_pages */
 	unsigned nworkers;
 	struct worker *workers;
+	/* Which worker's entry holds a request, by its unique ID: a reply may
+	 * come from any thread (a durable WRITE's from the one that led the
+	 * log's sync), and there are possible CPUs x THREADS entries.  Open
+	 * addressing, four slots per entry; a slot is HELD_FREE, HELD_GONE (a
+	 * request replied to), HELD_BUSY (being filled), or a unique ID, with
+	 * the worker's index in held_by. */
+	_Atomic uint64_t *held;
+	unsigned *held_by;
+	unsigned held_bits;
 	atomic_bool active;      /* a worker registered: WORKERS is set up (read it only after) */
 	atomic_bool stopping;
 	_Atomic uint64_t served; /* requests that came through the ring */
@@ -158,7 +168,17 @@ static ssize_t init_reply(int fd, struct iovec *iov, int count)
 	}
 	unsigned queues = possible_cpus(), nw = queues * U.threads;
 	U.workers = calloc(nw, sizeof *U.workers);
-	if (!U.workers) {
+	for (U.held_bits = 2; (1u << U.held_bits) < 4 * nw; U.held_bits++)
+		;
+	U.held = calloc(1u << U.held_bits, sizeof *U.held);
+	U.held_by = calloc(1u << U.held_bits, sizeof *U.held_by);
+	if (!U.workers || !U.held || !U.held_by) {
+		free(U.workers);
+		free(U.held);
+		free(U.held_by);
+		U.workers = NULL;
+		U.held = NULL;
+		U.held_by = NULL;
 		cow_warn("FUSE over io_uring: out of memory; requests go through /dev/fuse");
 		return n;
 	}
@@ -182,11 +202,48 @@ static ssize_t init_reply(int fd, struct iovec *iov, int count)
 
 static __thread struct worker *self; /* the ring worker this thread is, if any */
 
+#define HELD_FREE 0
+#define HELD_GONE UINT64_MAX
+#define HELD_BUSY (UINT64_MAX - 1)
+
+static unsigned held_home(uint64_t unique)
+{
+	return (unsigned)((unique * 0x9E3779B97F4A7C15ull) >> (64 - U.held_bits));
+}
+
+/* E now holds the request UNIQUE (from E's own thread).  The table has four
+ * slots per entry and an entry holds one request at a time, so a slot is
+ * always found; it is the first free or gone one from UNIQUE's home, so
+ * that entry_of() finds it after the entries held between the two. */
+static void held_add(struct entry *e, uint64_t unique)
+{
+	unsigned mask = (1u << U.held_bits) - 1;
+	for (unsigned i = held_home(unique);; i = (i + 1) & mask) {
+		uint64_t k = atomic_load_explicit(&U.held[i], memory_order_relaxed);
+		if ((k == HELD_FREE || k == HELD_GONE) &&
+		    atomic_compare_exchange_strong_explicit(&U.held[i], &k, HELD_BUSY, memory_order_acquire,
+							    memory_order_relaxed)) {
+			U.held_by[i] = (unsigned)(e->w - U.workers);
+			e->slot = i;
+			atomic_store_explicit(&U.held[i], unique, memory_order_release);
+			return;
+		}
+	}
+}
+
+/* The entry holding request UNIQUE, or NULL (a request that did not come
+ * through the ring).  Slots are never made free again, only gone, so a
+ * search for a request that is not there may cross the whole table. */
 static struct entry *entry_of(uint64_t unique)
 {
-	for (unsigned i = 0; i < U.nworkers; i++)
-		if (atomic_load_explicit(&U.workers[i].ent.unique, memory_order_acquire) == unique)
-			return &U.workers[i].ent;
+	unsigned mask = (1u << U.held_bits) - 1, i = held_home(unique);
+	for (unsigned n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		uint64_t k = atomic_load_explicit(&U.held[i], memory_order_acquire);
+		if (k == unique)
+			return &U.workers[U.held_by[i]].ent;
+		if (k == HELD_FREE)
+			break;
+	}
 	return NULL;
 }
 
@@ -249,6 +306,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		err = EINVAL;
 	}
 	len += at;
+	atomic_store_explicit(&U.held[e->slot], HELD_GONE, memory_order_release);
 	atomic_store_explicit(&e->unique, 0, memory_order_release);
 	if (self == e->w) {
 		int r = submit_cmd(e, URING_COMMIT_AND_FETCH, unique);
@@ -288,6 +346,7 @@ static bool process(struct entry *e)
 	memcpy(start, &in, sizeof in);
 	memcpy(start + sizeof in, e->hdr.op_in, op);
 	atomic_store_explicit(&e->unique, in.unique, memory_order_release);
+	held_add(e, in.unique);
 	struct fuse_buf buf = { .mem = start, .size = in.len };
 	atomic_fetch_add_explicit(&U.served, 1, memory_order_relaxed);
 	fuse_session_process_buf(U.se, &buf);
@@ -409,6 +468,10 @@ void cow_uring_stop(void)
 		cow_info("FUSE over io_uring: %llu requests came through the ring",
 			 (unsigned long long)atomic_load(&U.served));
 	free(U.workers);
+	free(U.held);
+	free(U.held_by);
 	U.workers = NULL;
+	U.held = NULL;
+	U.held_by = NULL;
 	U.nworkers = 0;
 }
