@@ -7,12 +7,13 @@
 # options), one running at a time.  On each side, pgbench -c 4 -j 2 runs for
 # $DURATION seconds; $TRACE seconds into its middle are traced with perf
 # (fdatasync entry and exit, the kernel's FUSE request tracepoints, wake-ups
-# and context switches, bios queued, all CPUs), and bench/commitpath.py takes Postgres's
-# WAL fdatasyncs apart: on cowfs, the FUSE WRITE that carries the WAL page
-# (and the daemon's part of it: waking a worker, its work, the log's own
-# fdatasync, the reply), the SETATTR of the file's times, and waking
-# Postgres again.  Tracing costs TPS on both sides; the TPS printed are of
-# the traced runs.
+# and context switches, bios queued, all CPUs), and bench/commitpath.py
+# takes Postgres's WAL fdatasyncs apart: on cowfs, the FUSE WRITE that
+# carries the WAL page (and the daemon's part of it: waking a worker, its
+# work, the log's own fdatasync, the reply), the SETATTR of the file's
+# times, and waking Postgres again; on both sides, whether the syncs that
+# reach the disk also wrote metadata.  Tracing costs TPS on both sides;
+# the TPS printed are of the traced runs.
 #
 # Environment: SCALE=50 DURATION=20 TRACE=5, BENCH_PG_OPTS as bench/run.sh.
 . "$(dirname "$0")/../tests/lib.sh"
