@@ -434,9 +434,12 @@ int main(int argc, char **argv)
 	cow_control_set_pgd(control, pgd);
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
-	/* Keep idle workers: creating a thread per request costs more than the request. */
-	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	/* Workers, once started, are kept (the idle limit is the most there may
+	 * be).  With a lower one, each write-back burst that kept them all busy
+	 * had libfuse start threads and stop them again, about 40 a second
+	 * under TPC-B, and commits were slower for it (docs/PERFORMANCE.md). */
 	fuse_loop_cfg_set_max_threads(cfg, 32);
+	fuse_loop_cfg_set_idle_threads(cfg, 32);
 	struct ready rd = { .store = store, .mnt = mnt, .control = cr == 0 };
 	pthread_t ready_thread;
 	bool ready_started = false;
