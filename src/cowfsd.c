@@ -438,8 +438,9 @@ int main(int argc, char **argv)
 	 * be).  With a lower one, each write-back burst that kept them all busy
 	 * had libfuse start threads and stop them again, about 40 a second
 	 * under TPC-B, and commits were slower for it (docs/PERFORMANCE.md). */
-	fuse_loop_cfg_set_max_threads(cfg, 32);
-	fuse_loop_cfg_set_idle_threads(cfg, 32);
+	const unsigned workers = 32;
+	fuse_loop_cfg_set_max_threads(cfg, workers);
+	fuse_loop_cfg_set_idle_threads(cfg, workers);
 	struct ready rd = { .store = store, .mnt = mnt, .control = cr == 0 };
 	pthread_t ready_thread;
 	bool ready_started = false;
